@@ -1,0 +1,35 @@
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+
+.PHONY: help uv sync proto run test lint typecheck bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+uv: ## Install uv when it is missing
+	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || python3 -m pip install --user --quiet uv
+
+sync: uv ## Create .venv from uv.lock
+	@$(UV) sync --frozen --quiet
+
+proto: sync ## Regenerate generated/ from protos/
+	@$(UV) run --frozen python protos/generate.py
+
+run: sync proto ## Start the four services and the gateway on SQLite (Ctrl-C stops them)
+	@$(UV) run --frozen gate4 dev up
+
+test: sync ## Run every test (lint, types, unit, contract)
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen mypy
+	@$(UV) run --frozen pytest
+
+lint: sync ## ruff check and format check
+	@$(UV) run --frozen ruff check . && $(UV) run --frozen ruff format --check .
+
+typecheck: sync ## mypy
+	@$(UV) run --frozen mypy
+
+clean: ## Remove local state (databases, spans, logs)
+	rm -rf var

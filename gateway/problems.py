@@ -1,0 +1,48 @@
+"""problem+json (RFC 9457) responses: the gateway's only way of answering with an error."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import Response
+
+from services.runtime import correlation
+from services.runtime.errors import Gate4Error
+from services.runtime.telemetry import current_trace_id
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def problem_type(code: str) -> str:
+    return f"urn:gate4:problem:{code.lower().replace('_', '-')}"
+
+
+def problem_body(error: Gate4Error, request_id: str, trace_id: str) -> dict[str, object]:
+    body: dict[str, object] = {
+        "type": problem_type(error.error_code()),
+        "title": error.title_text(),
+        "status": error.status_for_http(),
+        "detail": error.detail,
+        "code": error.error_code(),
+        "requestId": request_id,
+        "traceId": trace_id,
+    }
+    if error.outcome:
+        body["outcome"] = error.outcome
+    if error.field_errors:
+        body["errors"] = [{"field": f.field, "message": f.message} for f in error.field_errors]
+    return body
+
+
+def problem_response(error: Gate4Error, request_id: str | None = None) -> Response:
+    rid = request_id or correlation.current().request_id
+    body = problem_body(error, rid, current_trace_id())
+    headers = {"X-Request-Id": rid}
+    if error.status_for_http() == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="gate4"'
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(),
+        status_code=error.status_for_http(),
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )

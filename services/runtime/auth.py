@@ -1,0 +1,130 @@
+"""Credentials: JWT bearer tokens (verified with PyJWT) and per-tenant API keys.
+
+Tokens carry `sub` (user), `tenant` and `roles`. HS256 with a shared secret is the dev
+default; RS256/ES256 with a PEM public key or a JWKS URL is configured by environment.
+API keys look like `g4k_<keyId>_<secret>`; only the SHA-256 of the whole key is stored
+(keys are 256-bit random, so a fast hash is enough, unlike passwords).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from services.runtime import errors
+from services.runtime.config import Settings
+
+ROLES = ("viewer", "trader", "risk-officer", "sre")
+API_KEY_PREFIX = "g4k"
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: str
+    tenant_id: str
+    roles: frozenset[str]
+    expires_at: int
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.algorithms = [a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()]
+
+    @cached_property
+    def _jwks(self) -> jwt.PyJWKClient | None:
+        url = self.settings.jwt_jwks_url
+        return jwt.PyJWKClient(url, cache_keys=True) if url else None
+
+    @cached_property
+    def _public_key(self) -> str | None:
+        path = self.settings.jwt_public_key_file
+        return Path(path).read_text() if path else None
+
+    def _key_for(self, token: str) -> Any:
+        if self._jwks is not None:
+            return self._jwks.get_signing_key_from_jwt(token).key
+        if self._public_key is not None:
+            return self._public_key
+        return self.settings.jwt_secret
+
+    def verify(self, token: str) -> TokenClaims:
+        try:
+            claims = jwt.decode(
+                token,
+                key=self._key_for(token),
+                algorithms=self.algorithms,
+                audience=self.settings.jwt_audience or None,
+                issuer=self.settings.jwt_issuer or None,
+                leeway=self.settings.jwt_leeway_seconds,
+                options={"require": ["exp", "sub", "tenant"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise errors.Unauthenticated("bearer token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise errors.Unauthenticated(f"invalid bearer token: {exc}") from exc
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise errors.Unauthenticated("invalid bearer token: roles must be a list of strings")
+        return TokenClaims(
+            user_id=str(claims["sub"]),
+            tenant_id=str(claims["tenant"]),
+            roles=frozenset(roles),
+            expires_at=int(claims["exp"]),
+        )
+
+
+def mint_token(
+    settings: Settings, *, tenant_id: str, user_id: str, roles: list[str], ttl_seconds: int
+) -> str:
+    """Signs an HS256 token with the configured secret (dev credentials and tests)."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "sub": user_id,
+        "tenant": tenant_id,
+        "roles": sorted(set(roles)),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+    }
+    if settings.jwt_issuer:
+        payload["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        payload["aud"] = settings.jwt_audience
+    return jwt.encode(payload, settings.jwt_secret, algorithm="HS256")
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    key_id: str
+    plaintext: str
+    digest: str
+
+
+def new_api_key() -> NewApiKey:
+    key_id = secrets.token_hex(6)
+    plaintext = f"{API_KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    return NewApiKey(key_id=key_id, plaintext=plaintext, digest=api_key_digest(plaintext))
+
+
+def api_key_digest(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def api_key_id(plaintext: str) -> str | None:
+    parts = plaintext.split("_", 2)
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1]
+
+
+def digest_matches(plaintext: str, digest: str) -> bool:
+    return hmac.compare_digest(api_key_digest(plaintext), digest)

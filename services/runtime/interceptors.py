@@ -1,0 +1,206 @@
+"""gRPC interceptors shared by every service.
+
+Server side: checks the internal service token, requires a tenant on every RPC, binds the
+correlation ids for the call, and maps `Gate4Error` (or any unexpected exception) to a rich
+gRPC status. Client side: writes the current correlation ids into metadata and W3C baggage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import Token
+from typing import Any
+
+import grpc
+from opentelemetry import baggage, context, trace
+from opentelemetry.context import Context
+
+from services.runtime import correlation, errors
+
+log = logging.getLogger("gate4.rpc")
+
+# Health checks and reflection carry no tenant and need no token.
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _metadata_dict(metadata: Any) -> dict[str, str]:
+    return {k: v for k, v in (metadata or ()) if isinstance(v, str)}
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service_token: str) -> None:
+        self._token = service_token.encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(OPEN_SERVICES):
+            return handler
+        metadata = _metadata_dict(handler_call_details.invocation_metadata)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, metadata, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, metadata, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _admit(self, metadata: dict[str, str]) -> correlation.Correlation:
+        token = metadata.get(correlation.MD_SERVICE_TOKEN, "").encode()
+        if not hmac.compare_digest(token, self._token):
+            raise errors.Unauthenticated("missing or invalid service token")
+        corr = correlation.from_metadata(metadata)
+        if not corr.tenant_id or not correlation.TENANT_ID_RE.match(corr.tenant_id):
+            raise errors.Unauthenticated("every call must name its tenant in x-tenant-id")
+        if not corr.request_id:
+            corr = corr.with_changes(request_id=correlation.new_request_id())
+        return corr
+
+    def _wrap_unary(
+        self, method: str, metadata: dict[str, str], behavior: Callable[..., Any]
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+        async def wrapper(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            corr = await self._admit_or_abort(method, metadata, ctx, started)
+            code = "OK"
+            with correlation.bound(corr):
+                trace.get_current_span().set_attributes(corr.span_attributes())
+                try:
+                    return await behavior(request, ctx)
+                except Exception as exc:
+                    error = _as_error(exc)
+                    code = error.error_code()
+                    await _abort(ctx, error)
+                finally:
+                    _log_call(method, code, started)
+
+        return wrapper
+
+    def _wrap_stream(
+        self, method: str, metadata: dict[str, str], behavior: Callable[..., Any]
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+        async def wrapper(
+            request: Any, ctx: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            corr = await self._admit_or_abort(method, metadata, ctx, started)
+            code = "OK"
+            with correlation.bound(corr):
+                trace.get_current_span().set_attributes(corr.span_attributes())
+                try:
+                    async for item in behavior(request, ctx):
+                        yield item
+                except Exception as exc:
+                    error = _as_error(exc)
+                    code = error.error_code()
+                    await _abort(ctx, error)
+                finally:
+                    _log_call(method, code, started)
+
+        return wrapper
+
+    async def _admit_or_abort(
+        self,
+        method: str,
+        metadata: dict[str, str],
+        ctx: grpc.aio.ServicerContext[Any, Any],
+        started: float,
+    ) -> correlation.Correlation:
+        try:
+            return self._admit(metadata)
+        except errors.Gate4Error as exc:
+            _log_call(method, exc.error_code(), started)
+            await _abort(ctx, exc)
+            raise  # pragma: no cover - abort always raises
+
+
+def _as_error(exc: Exception) -> errors.Gate4Error:
+    """The error to report; cancellation and aborts already under way propagate as they are."""
+    if isinstance(exc, (asyncio.CancelledError, grpc.aio.AbortError)):
+        raise exc
+    if isinstance(exc, errors.Gate4Error):
+        return exc
+    log.exception("unhandled error in RPC")
+    return errors.InternalError(
+        f"internal error; quote requestId {correlation.current().request_id}"
+    )
+
+
+async def _abort(ctx: grpc.aio.ServicerContext[Any, Any], error: errors.Gate4Error) -> None:
+    """Ends the call with the error's rich status (ErrorInfo, BadRequest); always raises."""
+    await ctx.abort(error.status_for_grpc(), error.detail, errors.trailing_metadata(error))
+
+
+def _log_call(method: str, code: str, started: float) -> None:
+    log.info(
+        "rpc",
+        extra={
+            "rpc.method": method,
+            "rpc.code": code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+
+
+class ClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+):
+    """Adds the service token and the caller's correlation ids to every outgoing call."""
+
+    def __init__(self, service_token: str, default_timeout: float) -> None:
+        self._token = service_token
+        self._timeout = default_timeout
+
+    def _details(
+        self, details: grpc.aio.ClientCallDetails, unary: bool
+    ) -> tuple[grpc.aio.ClientCallDetails, Token[Context]]:
+        corr = correlation.current()
+        metadata = grpc.aio.Metadata()
+        for key, value in details.metadata or ():
+            metadata.add(key, value)
+        existing = {k for k, _ in metadata}
+        for key, value in corr.metadata():
+            if key not in existing:
+                metadata.add(key, value)
+        metadata.add(correlation.MD_SERVICE_TOKEN, self._token)
+        ctx = context.get_current()
+        for attr, key in correlation.BAGGAGE_KEYS.items():
+            value = getattr(corr, attr)
+            if value:
+                ctx = baggage.set_baggage(key, value, ctx)
+        timeout = details.timeout if details.timeout is not None or not unary else self._timeout
+        new = grpc.aio.ClientCallDetails(
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
+        )
+        return new, context.attach(ctx)
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        details, token = self._details(client_call_details, unary=True)
+        try:
+            return await continuation(details, request)
+        finally:
+            context.detach(token)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        details, token = self._details(client_call_details, unary=False)
+        try:
+            return await continuation(details, request)
+        finally:
+            context.detach(token)

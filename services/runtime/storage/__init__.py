@@ -1,0 +1,5 @@
+"""One storage layer: SQLite by default, PostgreSQL when a URL is configured."""
+
+from services.runtime.storage.database import Database, is_postgres_url, normalise_url
+
+__all__ = ["Database", "is_postgres_url", "normalise_url"]

@@ -1,0 +1,59 @@
+"""Helpers shared by the CLI tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from gateway.apikeys import ApiKeyRecord, ApiKeyStore, open_database
+from services.runtime.config import Settings
+
+
+def source_env(text: str) -> dict[str, str]:
+    """What bash sees after sourcing text: proves the lines really are sourceable."""
+    names = [
+        line.split("=", 1)[0].removeprefix("export ")
+        for line in text.splitlines()
+        if line.startswith("export ")
+    ]
+    script = "set -eu\n" + text + "\n" + "".join(f'printf "%s\\0" "${n}"\n' for n in names)
+    out = subprocess.run(
+        ["bash", "-c", script], capture_output=True, check=True, env={"PATH": os.defpath}
+    ).stdout
+    values = out.decode().split("\0")[:-1]
+    assert len(values) == len(names)
+    return dict(zip(names, values, strict=True))
+
+
+def lookup_api_key(var_dir: Path, plaintext: str) -> ApiKeyRecord | None:
+    """Looks the key up the way the gateway does, in the gateway database under var_dir."""
+    db = open_database(Settings(var_dir=var_dir))
+    try:
+        return asyncio.run(ApiKeyStore(db, 0).lookup(plaintext))
+    finally:
+        db.close()
+
+
+def stack_pids(output: str) -> list[int]:
+    """The pids `gate4 dev up` reported in its progress lines."""
+    return [int(pid) for pid in re.findall(r"\(pid (\d+)\)", output)]
+
+
+def stack_processes(var_dir: Path) -> list[int]:
+    """Live processes started for the stack in var_dir (matched by environment, so a reused
+    pid of someone else's process is never mistaken for one of ours)."""
+    marker = f"GATE4_VAR_DIR={var_dir.resolve()}".encode()
+    found = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            environ = (proc_dir / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(proc_dir.name))
+    return found
