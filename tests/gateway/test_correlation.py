@@ -41,8 +41,20 @@ def test_request_id_and_trace_cross_every_hop(live_stack: LiveStack) -> None:
                 if span["attributes"].get("gate4.request_id") == request_id:
                     service = span["resource"]["attributes"]["service.name"]
                     found.setdefault(service, []).append(span)
-            wanted = {"gate4-gateway", "gate4-execution", "gate4-risk"}
-            return found if wanted <= set(found) else None
+            # Every hop's server span, not just any span of each process: spans are exported
+            # in batches, so a process's client span can land before its server span.
+            names = {
+                s["name"]
+                for spans in found.values()
+                for s in spans
+                if s["kind"] == "SpanKind.SERVER"
+            }
+            wanted = {
+                "POST /v1/deployments",
+                "/gate4.execution.v1.ExecutionService/CreateDeployment",
+                "/gate4.risk.v1.RiskService/CheckDeployment",
+            }
+            return found if wanted <= names else None
 
         by_service = wait_for(spans_of_request)
         for spans in by_service.values():

@@ -93,3 +93,48 @@ def test_production_refuses_dev_secrets() -> None:
         Settings(env="prod", jwt_secret="x" * 40).check_production_safety()
     Settings(env="prod", jwt_secret="x" * 40, service_token="y" * 40).check_production_safety()
     assert DEV_SERVICE_TOKEN != "y" * 40
+
+
+def test_rs256_with_keys_from_a_jwks_url() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    body = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = Settings(
+            jwt_algorithms="RS256",
+            jwt_jwks_url=f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json",
+        )
+        payload = {
+            "sub": "carol",
+            "tenant": "acme",
+            "roles": ["viewer"],
+            "exp": int(time.time()) + 60,
+            "iss": "gate4-dev",
+            "aud": "gate4-platform",
+        }
+        token = jwt.encode(payload, key, algorithm="RS256", headers={"kid": "k1"})
+        assert TokenVerifier(settings).verify(token).user_id == "carol"
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        with pytest.raises(errors.Unauthenticated):
+            TokenVerifier(settings).verify(
+                jwt.encode(payload, other, algorithm="RS256", headers={"kid": "k1"})
+            )
+    finally:
+        server.shutdown()
