@@ -204,3 +204,10 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
 
         await self.db.write(op)
         return execution_pb2.FeedMarksResponse(accepted=len(marks), fills=0)
+
+    async def EnforceKillSwitch(
+        self, request: execution_pb2.EnforceKillSwitchRequest, context: Context
+    ) -> execution_pb2.EnforceKillSwitchResponse:
+        raise errors.NotImplementedYet(
+            "kill-switch enforcement arrives with the execution command layer"
+        )

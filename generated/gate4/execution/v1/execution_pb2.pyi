@@ -606,3 +606,56 @@ class FeedMarksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FeedMarksResponse: _TypeAlias = FeedMarksResponse  # noqa: Y015
+
+@_typing.final
+class EnforceKillSwitchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    SCOPE_ID_FIELD_NUMBER: _builtins.int
+    FLATTEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    scope: _builtins.str
+    """"tenant", "account" or "deployment"."""
+    scope_id: _builtins.str
+    flatten: _builtins.bool
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        scope: _builtins.str = ...,
+        scope_id: _builtins.str = ...,
+        flatten: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flatten", b"flatten", "reason", b"reason", "scope", b"scope", "scope_id", b"scope_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnforceKillSwitchRequest: _TypeAlias = EnforceKillSwitchRequest  # noqa: Y015
+
+@_typing.final
+class EnforceKillSwitchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANCELLED_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    FLATTEN_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cancelled_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def flatten_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        cancelled_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        flatten_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_order_ids", b"cancelled_order_ids", "flatten_order_ids", b"flatten_order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnforceKillSwitchResponse: _TypeAlias = EnforceKillSwitchResponse  # noqa: Y015

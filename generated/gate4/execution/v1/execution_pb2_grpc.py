@@ -79,6 +79,11 @@ class ExecutionServiceStub:
                 request_serializer=gate4_dot_execution_dot_v1_dot_execution__pb2.FeedMarksRequest.SerializeToString,
                 response_deserializer=gate4_dot_execution_dot_v1_dot_execution__pb2.FeedMarksResponse.FromString,
                 _registered_method=True)
+        self.EnforceKillSwitch = channel.unary_unary(
+                '/gate4.execution.v1.ExecutionService/EnforceKillSwitch',
+                request_serializer=gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchRequest.SerializeToString,
+                response_deserializer=gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -139,6 +144,14 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnforceKillSwitch(self, request, context):
+        """Internal, called by risk when a kill switch is engaged: cancels open orders in scope
+        and, when asked, flattens positions with reduce-only orders on the reducing side.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +199,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.FeedMarks,
                     request_deserializer=gate4_dot_execution_dot_v1_dot_execution__pb2.FeedMarksRequest.FromString,
                     response_serializer=gate4_dot_execution_dot_v1_dot_execution__pb2.FeedMarksResponse.SerializeToString,
+            ),
+            'EnforceKillSwitch': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnforceKillSwitch,
+                    request_deserializer=gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchRequest.FromString,
+                    response_serializer=gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +449,33 @@ class ExecutionService:
             '/gate4.execution.v1.ExecutionService/FeedMarks',
             gate4_dot_execution_dot_v1_dot_execution__pb2.FeedMarksRequest.SerializeToString,
             gate4_dot_execution_dot_v1_dot_execution__pb2.FeedMarksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnforceKillSwitch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate4.execution.v1.ExecutionService/EnforceKillSwitch',
+            gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchRequest.SerializeToString,
+            gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchResponse.FromString,
             options,
             channel_credentials,
             insecure,

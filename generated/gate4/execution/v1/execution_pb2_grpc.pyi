@@ -43,6 +43,10 @@ class ExecutionServiceStub:
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_execution_pb2.CancelOrderRequest, _execution_pb2.Order]
     FeedMarks: _grpc.UnaryUnaryMultiCallable[_execution_pb2.FeedMarksRequest, _execution_pb2.FeedMarksResponse]
     """Sandbox: feeds paper-venue marks per instrument."""
+    EnforceKillSwitch: _grpc.UnaryUnaryMultiCallable[_execution_pb2.EnforceKillSwitchRequest, _execution_pb2.EnforceKillSwitchResponse]
+    """Internal, called by risk when a kill switch is engaged: cancels open orders in scope
+    and, when asked, flattens positions with reduce-only orders on the reducing side.
+    """
 
 @_typing.type_check_only
 class ExecutionServiceAsyncStub(ExecutionServiceStub):
@@ -57,6 +61,10 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     CancelOrder: _aio.UnaryUnaryMultiCallable[_execution_pb2.CancelOrderRequest, _execution_pb2.Order]  # type: ignore[assignment]
     FeedMarks: _aio.UnaryUnaryMultiCallable[_execution_pb2.FeedMarksRequest, _execution_pb2.FeedMarksResponse]  # type: ignore[assignment]
     """Sandbox: feeds paper-venue marks per instrument."""
+    EnforceKillSwitch: _aio.UnaryUnaryMultiCallable[_execution_pb2.EnforceKillSwitchRequest, _execution_pb2.EnforceKillSwitchResponse]  # type: ignore[assignment]
+    """Internal, called by risk when a kill switch is engaged: cancels open orders in scope
+    and, when asked, flattens positions with reduce-only orders on the reducing side.
+    """
 
 class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -122,5 +130,15 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_execution_pb2.FeedMarksResponse, _abc.Awaitable[_execution_pb2.FeedMarksResponse]]:
         """Sandbox: feeds paper-venue marks per instrument."""
+
+    @_abc_1.abstractmethod
+    def EnforceKillSwitch(
+        self,
+        request: _execution_pb2.EnforceKillSwitchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_pb2.EnforceKillSwitchResponse, _abc.Awaitable[_execution_pb2.EnforceKillSwitchResponse]]:
+        """Internal, called by risk when a kill switch is engaged: cancels open orders in scope
+        and, when asked, flattens positions with reduce-only orders on the reducing side.
+        """
 
 def add_ExecutionServiceServicer_to_server(servicer: ExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

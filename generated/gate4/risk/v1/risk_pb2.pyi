@@ -239,6 +239,11 @@ class OrderIntent(_message.Message):
     POSITION_QUANTITY_FIELD_NUMBER: _builtins.int
     OPEN_ORDERS_FIELD_NUMBER: _builtins.int
     CAPITAL_ALLOCATION_FIELD_NUMBER: _builtins.int
+    MARK_PRICE_FIELD_NUMBER: _builtins.int
+    MARK_TIME_FIELD_NUMBER: _builtins.int
+    ACCOUNT_POSITION_QUANTITY_FIELD_NUMBER: _builtins.int
+    ACCOUNT_OPEN_ORDERS_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_GROSS_EXPOSURE_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     deployment_id: _builtins.str
     account_id: _builtins.str
@@ -252,6 +257,16 @@ class OrderIntent(_message.Message):
     """Position before the order, signed decimal; used for reduce-only and position limits."""
     open_orders: _builtins.int
     capital_allocation: _builtins.str
+    mark_price: _builtins.str
+    """Last paper-venue mark of the instrument and when it was taken; empty when none."""
+    account_position_quantity: _builtins.str
+    """Signed position of the whole account in the instrument, before the order."""
+    account_open_orders: _builtins.int
+    """Open (accepted or partially filled) orders of the whole account."""
+    deployment_gross_exposure: _builtins.str
+    """Sum of |quantity| x mark over the deployment's positions, before the order."""
+    @_builtins.property
+    def mark_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -267,10 +282,15 @@ class OrderIntent(_message.Message):
         position_quantity: _builtins.str = ...,
         open_orders: _builtins.int = ...,
         capital_allocation: _builtins.str = ...,
+        mark_price: _builtins.str = ...,
+        mark_time: _timestamp_pb2.Timestamp | None = ...,
+        account_position_quantity: _builtins.str = ...,
+        account_open_orders: _builtins.int = ...,
+        deployment_gross_exposure: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mark_time", b"mark_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "capital_allocation", b"capital_allocation", "deployment_id", b"deployment_id", "instrument", b"instrument", "limit_price", b"limit_price", "open_orders", b"open_orders", "order_id", b"order_id", "position_quantity", b"position_quantity", "quantity", b"quantity", "reduce_only", b"reduce_only", "side", b"side", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_open_orders", b"account_open_orders", "account_position_quantity", b"account_position_quantity", "capital_allocation", b"capital_allocation", "deployment_gross_exposure", b"deployment_gross_exposure", "deployment_id", b"deployment_id", "instrument", b"instrument", "limit_price", b"limit_price", "mark_price", b"mark_price", "mark_time", b"mark_time", "open_orders", b"open_orders", "order_id", b"order_id", "position_quantity", b"position_quantity", "quantity", b"quantity", "reduce_only", b"reduce_only", "side", b"side", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -502,6 +522,7 @@ class KillSwitch(_message.Message):
     RELEASED_AT_FIELD_NUMBER: _builtins.int
     RELEASED_BY_FIELD_NUMBER: _builtins.int
     RELEASE_REASON_FIELD_NUMBER: _builtins.int
+    FLATTEN_FIELD_NUMBER: _builtins.int
     scope: _builtins.str
     scope_id: _builtins.str
     engaged: _builtins.bool
@@ -511,6 +532,8 @@ class KillSwitch(_message.Message):
     engaged_by: _builtins.str
     released_by: _builtins.str
     release_reason: _builtins.str
+    flatten: _builtins.bool
+    """Whether the policy asked for positions in scope to be flattened when it tripped."""
     @_builtins.property
     def evidence(self) -> Global___BreachEvidence: ...
     @_builtins.property
@@ -531,10 +554,11 @@ class KillSwitch(_message.Message):
         released_at: _timestamp_pb2.Timestamp | None = ...,
         released_by: _builtins.str = ...,
         release_reason: _builtins.str = ...,
+        flatten: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["engaged_at", b"engaged_at", "evidence", b"evidence", "released_at", b"released_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engaged", b"engaged", "engaged_at", b"engaged_at", "engaged_by", b"engaged_by", "evidence", b"evidence", "reason", b"reason", "release_reason", b"release_reason", "released_at", b"released_at", "released_by", b"released_by", "scope", b"scope", "scope_id", b"scope_id", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engaged", b"engaged", "engaged_at", b"engaged_at", "engaged_by", b"engaged_by", "evidence", b"evidence", "flatten", b"flatten", "reason", b"reason", "release_reason", b"release_reason", "released_at", b"released_at", "released_by", b"released_by", "scope", b"scope", "scope_id", b"scope_id", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
