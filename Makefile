@@ -31,5 +31,8 @@ lint: sync ## ruff check and format check
 typecheck: sync ## mypy
 	@$(UV) run --frozen mypy
 
+bench: sync ## Run the benchmarks (figures and same-run ratios; never pass/fail on time)
+	@$(UV) run --frozen python -m bench $(BENCH_ARGS)
+
 clean: ## Remove local state (databases, spans, logs)
 	rm -rf var

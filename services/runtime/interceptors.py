@@ -77,7 +77,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
         async def wrapper(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            corr = await self._admit_or_abort(method, metadata, ctx, started)
+            corr = self._admit_or_fail(method, metadata, ctx, started)
+            if corr is None:
+                return None
             code = "OK"
             with correlation.bound(corr):
                 trace.get_current_span().set_attributes(corr.span_attributes())
@@ -86,7 +88,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     error = _as_error(exc)
                     code = error.error_code()
-                    await _abort(ctx, error)
+                    _fail(ctx, error)
+                    return None
                 finally:
                     _log_call(method, code, started)
 
@@ -99,7 +102,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             request: Any, ctx: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            corr = await self._admit_or_abort(method, metadata, ctx, started)
+            corr = self._admit_or_fail(method, metadata, ctx, started)
+            if corr is None:
+                return
             code = "OK"
             with correlation.bound(corr):
                 trace.get_current_span().set_attributes(corr.span_attributes())
@@ -109,25 +114,25 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     error = _as_error(exc)
                     code = error.error_code()
-                    await _abort(ctx, error)
+                    _fail(ctx, error)
                 finally:
                     _log_call(method, code, started)
 
         return wrapper
 
-    async def _admit_or_abort(
+    def _admit_or_fail(
         self,
         method: str,
         metadata: dict[str, str],
         ctx: grpc.aio.ServicerContext[Any, Any],
         started: float,
-    ) -> correlation.Correlation:
+    ) -> correlation.Correlation | None:
         try:
             return self._admit(metadata)
         except errors.Gate4Error as exc:
             _log_call(method, exc.error_code(), started)
-            await _abort(ctx, exc)
-            raise  # pragma: no cover - abort always raises
+            _fail(ctx, exc)
+            return None
 
 
 def _as_error(exc: Exception) -> errors.Gate4Error:
@@ -142,9 +147,16 @@ def _as_error(exc: Exception) -> errors.Gate4Error:
     )
 
 
-async def _abort(ctx: grpc.aio.ServicerContext[Any, Any], error: errors.Gate4Error) -> None:
-    """Ends the call with the error's rich status (ErrorInfo, BadRequest); always raises."""
-    await ctx.abort(error.status_for_grpc(), error.detail, errors.trailing_metadata(error))
+def _fail(ctx: grpc.aio.ServicerContext[Any, Any], error: errors.Gate4Error) -> None:
+    """Ends the call with the error's rich status (ErrorInfo, BadRequest).
+
+    The status is set rather than raised (`abort`): an expected refusal such as NOT_FOUND
+    is an answer, not a crash, and raising made the tracing interceptor attach two stack
+    traces to every such span. Unexpected exceptions are logged with their traceback.
+    """
+    ctx.set_code(error.status_for_grpc())
+    ctx.set_details(error.detail)
+    ctx.set_trailing_metadata(errors.trailing_metadata(error))
 
 
 def _log_call(method: str, code: str, started: float) -> None:
