@@ -9,6 +9,9 @@ import pytest
 
 from tests.support import postgres
 
+# The live platform fixtures (live_stack, private_stack) for every suite: one shared stack.
+pytest_plugins = ["tests.support.stack"]
+
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from google.protobuf import json_format
 from grpc import aio
 from sqlalchemy.engine import Connection
 
 from gate4.conversation.v1 import conversation_pb2, conversation_pb2_grpc
-from services.conversation import sessions
+from services.conversation import memory as mem
+from services.conversation import notifications, sessions, turns
+from services.conversation.assistant import Assistant, Outcome, TurnInput
 from services.runtime import correlation, errors, outbox
+from services.runtime.canonical import digest
 from services.runtime.outbox import Outbox
 from services.runtime.storage import Database
+from services.runtime.timeutil import to_timestamp, utcnow
+from services.runtime.validation import IDEMPOTENCY_KEY_RE, Checker
 
 Context = aio.ServicerContext[object, object]
+MAX_MESSAGE = 4000
+REPLAYED = (("x-idempotent-replayed", "true"),)
 
 
 class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
-    def __init__(self, db: Database, box: Outbox) -> None:
+    def __init__(self, db: Database, box: Outbox, assistant: Assistant) -> None:
         self.db = db
         self.outbox = box
+        self.assistant = assistant
+
+    # -- sessions --------------------------------------------------------------------------
 
     async def CreateSession(
         self, request: conversation_pb2.CreateSessionRequest, context: Context
@@ -29,7 +42,7 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
 
         def op(conn: Connection) -> conversation_pb2.Session:
             self.outbox.ensure_capacity(conn)
-            created = sessions.create(
+            session_id = sessions.create(
                 conn, corr.tenant_id, corr.user_id, request.channel, request.topic, metadata
             )
             self.outbox.add(
@@ -38,38 +51,163 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
                     "conversation.session.created",
                     source="conversation",
                     outcome="CREATED",
-                    session_id=created.session_id,
-                    data={"channel": created.channel, "topic": created.topic},
+                    session_id=session_id,
+                    data={"channel": request.channel, "topic": request.topic},
                 ),
             )
-            return created
+            row = sessions.row(conn, corr.tenant_id, session_id)
+            assert row is not None
+            return sessions.message(row)
 
         session = await self.db.write(op)
         self.outbox.notify()
         return session
 
-    async def _session(self, session_id: str) -> conversation_pb2.Session:
-        tenant = correlation.current().tenant_id
-        found = await self.db.read(lambda c: sessions.get(c, tenant, session_id))
-        if found is None:
+    def _load(self, conn: Connection, session_id: str) -> Any:
+        row = sessions.row(conn, correlation.current().tenant_id, session_id)
+        if row is None:
             # Another tenant's session is indistinguishable from a missing one.
             raise errors.NotFound(f"session {session_id!r} not found")
-        return found
+        return row
 
     async def GetSession(
         self, request: conversation_pb2.GetSessionRequest, context: Context
     ) -> conversation_pb2.Session:
-        return await self._session(request.session_id)
+        def op(conn: Connection) -> conversation_pb2.Session:
+            row = self._load(conn, request.session_id)
+            return sessions.message(row, notifications.pending_count(conn, request.session_id))
 
-    async def CreateTurn(
-        self, request: conversation_pb2.CreateTurnRequest, context: Context
-    ) -> conversation_pb2.Turn:
-        await self._session(request.session_id)
-        raise errors.NotImplementedYet("conversation turns arrive with the conversation runtime")
+        return await self.db.read(op)
 
     async def ListNotifications(
         self, request: conversation_pb2.ListNotificationsRequest, context: Context
     ) -> conversation_pb2.ListNotificationsResponse:
-        await self._session(request.session_id)
-        # Notifications are produced from the audit stream once sessions subscribe to it.
-        return conversation_pb2.ListNotificationsResponse()
+        def op(conn: Connection) -> list[conversation_pb2.Notification]:
+            self._load(conn, request.session_id)
+            return notifications.listing(conn, request.session_id, request.include_delivered)
+
+        return conversation_pb2.ListNotificationsResponse(notifications=await self.db.read(op))
+
+    # -- turns -----------------------------------------------------------------------------
+
+    async def CreateTurn(
+        self, request: conversation_pb2.CreateTurnRequest, context: Context
+    ) -> conversation_pb2.Turn:
+        check = Checker()
+        check.text("message", request.message, max_length=MAX_MESSAGE, required=True)
+        turn_metadata = json_format.MessageToDict(request.metadata)
+        for key, value in turn_metadata.items():
+            if key != sessions.OPT_IN:
+                check.fail(f"metadata.{key}", "unknown turn metadata")
+            elif not isinstance(value, bool):
+                check.fail(f"metadata.{key}", "a boolean")
+        key = request.idempotency_key
+        if key and not IDEMPOTENCY_KEY_RE.match(key):
+            check.fail("Idempotency-Key", "8-255 characters of A-Z a-z 0-9 . _ : -")
+        check.done("invalid turn")
+
+        corr = correlation.current()
+        request_digest = digest({"message": request.message, "metadata": turn_metadata})
+
+        def begin(conn: Connection) -> tuple[conversation_pb2.Turn | None, Any, turns.Claim | None]:
+            row = self._load(conn, request.session_id)
+            stored = turns.replay(conn, request.session_id, key, request_digest)
+            if stored is not None:
+                return stored, row, None
+            claim = turns.claim(
+                conn, corr.tenant_id, request.session_id, row.turn_count, key, request_digest
+            )
+            return None, row, claim
+
+        stored, row, claim = await self.db.write(begin)
+        if stored is not None:
+            await context.send_initial_metadata(REPLAYED)
+            return stored
+        assert claim is not None
+        try:
+            memory = json.loads(row.memory)
+            metadata = json.loads(row.metadata)
+            # A turn's own opt-in change applies before anything is delivered in it.
+            if sessions.OPT_IN in turn_metadata:
+                metadata[sessions.OPT_IN] = turn_metadata[sessions.OPT_IN]
+                memory = mem.evolve(memory, notificationsOptIn=turn_metadata[sessions.OPT_IN])
+            outcome = await self.assistant.respond(
+                TurnInput(
+                    message=request.message,
+                    memory=memory,
+                    command_key=f"turn:{request.session_id}:{key or claim.turn_id}",
+                )
+            )
+            if outcome.notifications_opt_in is not None:
+                metadata[sessions.OPT_IN] = outcome.notifications_opt_in
+            turn = await self.db.write(
+                lambda c: self._complete(c, request, claim, outcome, metadata)
+            )
+        except BaseException:
+            await self.db.write(lambda c: turns.release(c, claim.turn_id))
+            raise
+        self.outbox.notify()
+        return turn
+
+    def _complete(
+        self,
+        conn: Connection,
+        request: conversation_pb2.CreateTurnRequest,
+        claim: turns.Claim,
+        outcome: Outcome,
+        metadata: dict[str, Any],
+    ) -> conversation_pb2.Turn:
+        self.outbox.ensure_capacity(conn)
+        opted_in = bool(metadata.get(sessions.OPT_IN, False))
+        if opted_in:
+            delivered = notifications.deliver(conn, request.session_id, claim.turn_id)
+        else:
+            notifications.discard_pending(conn, request.session_id)
+            delivered = []
+        sessions.advance(
+            conn,
+            request.session_id,
+            turn_count=claim.sequence,
+            memory=outcome.memory,
+            metadata=metadata,
+        )
+        corr = correlation.current()
+        turn = conversation_pb2.Turn(
+            turn_id=claim.turn_id,
+            session_id=request.session_id,
+            sequence=claim.sequence,
+            message=request.message,
+            reply=conversation_pb2.Reply(text=outcome.text, actions=outcome.actions),
+            context_memory_snapshot=mem.snapshot(claim.sequence, outcome.memory),
+            notifications=delivered,
+            request_id=corr.request_id,
+        )
+        turn.context_memory.SetInParent()
+        turn.context_memory.update(outcome.memory)
+        created = to_timestamp(utcnow())
+        assert created is not None
+        turn.created_at.CopyFrom(created)
+        turns.complete(conn, turn)
+        self.outbox.add(
+            conn,
+            outbox.event(
+                "conversation.turn",
+                source="conversation",
+                outcome=str(outcome.memory.get("lastIntent", "")).upper() or "ANSWERED",
+                session_id=request.session_id,
+                deployment_id=next(
+                    (a.deployment_id for a in outcome.actions if a.deployment_id), ""
+                ),
+                data={
+                    "turnId": claim.turn_id,
+                    "sequence": claim.sequence,
+                    "actions": [
+                        {"kind": a.kind, "status": a.status, "deploymentId": a.deployment_id}
+                        for a in outcome.actions
+                    ],
+                    "notificationsDelivered": len(delivered),
+                    "memoryDigest": turn.context_memory_snapshot.digest,
+                },
+            ),
+        )
+        return turn

@@ -1,4 +1,4 @@
-"""Conversation sessions: who owns them, their channel, metadata and context memory."""
+"""Conversation sessions: owner, channel, metadata, opt-in and context memory."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from sqlalchemy.engine import Connection
 
 from gate4.conversation.v1 import conversation_pb2
-from services.runtime.canonical import digest
+from services.conversation import memory as memory_mod
 from services.runtime.timeutil import to_timestamp, utcnow
 from services.runtime.validation import Checker
 
@@ -20,6 +20,7 @@ CHANNELS = ("openclaw", "web", "mobile", "api")
 CLIENT_LANES = ("skill", "cli")
 MAX_METADATA_KEYS = 32
 MAX_METADATA_BYTES = 4096
+OPT_IN = "notificationsOptIn"
 
 sessions = sa.table(
     "conversation_sessions",
@@ -36,6 +37,7 @@ sessions = sa.table(
             "memory",
         )
     ),
+    sa.column("notifications_opt_in", sa.Boolean),
     sa.column("turn_count", sa.Integer),
     sa.column("memory_version", sa.Integer),
     sa.column("created_at", sa.DateTime),
@@ -54,25 +56,18 @@ def check_new_session(channel: str, topic: str, metadata: dict[str, Any]) -> Non
     for key, value in metadata.items():
         if isinstance(value, (dict, list)) or value is None:
             check.fail(f"metadata.{key}", "a string, number or boolean")
-    if "notificationsOptIn" in metadata and not isinstance(metadata["notificationsOptIn"], bool):
-        check.fail("metadata.notificationsOptIn", "a boolean")
+    if OPT_IN in metadata and not isinstance(metadata[OPT_IN], bool):
+        check.fail(f"metadata.{OPT_IN}", "a boolean")
     if "clientLane" in metadata:
         check.one_of("metadata.clientLane", str(metadata["clientLane"]), CLIENT_LANES)
     check.done("invalid session")
-
-
-def snapshot(version: int, memory: dict[str, Any]) -> conversation_pb2.ContextMemorySnapshot:
-    snap = conversation_pb2.ContextMemorySnapshot(version=version, digest=digest(memory))
-    snap.content.SetInParent()
-    snap.content.update(memory)
-    return snap
 
 
 def message(
     row: sa.Row[tuple[object, ...]], pending_notifications: int = 0
 ) -> conversation_pb2.Session:
     m = row._mapping
-    memory = json.loads(m["memory"])
+    mem = json.loads(m["memory"])
     msg = conversation_pb2.Session(
         session_id=m["session_id"],
         tenant_id=m["tenant_id"],
@@ -82,13 +77,13 @@ def message(
         status=m["status"],
         turn_count=m["turn_count"],
         pending_notification_count=pending_notifications,
-        context_memory_snapshot=snapshot(m["memory_version"], memory),
+        context_memory_snapshot=memory_mod.snapshot(m["memory_version"], mem),
     )
     # Empty objects are still present on the wire: clients read {} rather than a missing field.
     msg.metadata.SetInParent()
     json_format.ParseDict(json.loads(m["metadata"]), msg.metadata)
     msg.context_memory.SetInParent()
-    msg.context_memory.update(memory)
+    msg.context_memory.update(mem)
     for field in ("created_at", "updated_at"):
         ts = to_timestamp(m[field])
         if ts is not None:
@@ -103,9 +98,10 @@ def create(
     channel: str,
     topic: str,
     metadata: dict[str, Any],
-) -> conversation_pb2.Session:
+) -> str:
     now = utcnow()
     session_id = f"ses_{uuid.uuid4().hex[:24]}"
+    opt_in = bool(metadata.get(OPT_IN, False))
     conn.execute(
         sa.insert(sessions).values(
             session_id=session_id,
@@ -114,23 +110,55 @@ def create(
             channel=channel,
             topic=topic,
             metadata=json.dumps(metadata, sort_keys=True),
+            notifications_opt_in=opt_in,
             status="active",
             turn_count=0,
             memory_version=0,
-            memory=json.dumps({}),
+            memory=json.dumps(memory_mod.initial(opt_in), sort_keys=True),
             created_at=now,
             updated_at=now,
         )
     )
-    found = get(conn, tenant_id, session_id)
-    assert found is not None
-    return found
+    return session_id
 
 
-def get(conn: Connection, tenant_id: str, session_id: str) -> conversation_pb2.Session | None:
-    row = conn.execute(
+def row(conn: Connection, tenant_id: str, session_id: str) -> sa.Row[tuple[object, ...]] | None:
+    return conn.execute(
         sa.select(sessions).where(
             sessions.c.tenant_id == tenant_id, sessions.c.session_id == session_id
         )
     ).first()
-    return message(row) if row is not None else None
+
+
+def advance(
+    conn: Connection,
+    session_id: str,
+    *,
+    turn_count: int,
+    memory: memory_mod.Memory,
+    metadata: dict[str, Any],
+) -> None:
+    """Stores the state a completed turn leaves behind."""
+    conn.execute(
+        sa.update(sessions)
+        .where(sessions.c.session_id == session_id)
+        .values(
+            turn_count=turn_count,
+            memory_version=turn_count,
+            memory=json.dumps(memory, sort_keys=True),
+            metadata=json.dumps(metadata, sort_keys=True),
+            notifications_opt_in=bool(metadata.get(OPT_IN, False)),
+            updated_at=utcnow(),
+        )
+    )
+
+
+def opted_in(conn: Connection, tenant_id: str) -> list[str]:
+    rows = conn.execute(
+        sa.select(sessions.c.session_id).where(
+            sessions.c.tenant_id == tenant_id,
+            sessions.c.notifications_opt_in.is_(True),
+            sessions.c.status == "active",
+        )
+    ).all()
+    return [str(r[0]) for r in rows]

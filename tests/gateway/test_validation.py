@@ -27,8 +27,9 @@ def test_runbook_repro_creates_an_openclaw_session(client) -> None:
     assert session["sessionId"].startswith("ses_")
     assert session["channel"] == "openclaw"
     assert session["metadata"] == {"notificationsOptIn": True}
-    assert session["contextMemory"] == {}
+    assert session["contextMemory"]["preferences"] == {"notificationsOptIn": True}
     assert session["contextMemorySnapshot"]["version"] == 0
+    assert session["contextMemorySnapshot"]["content"] == session["contextMemory"]
     again = client.get(f"/v2/conversations/sessions/{session['sessionId']}")
     assert again.json() == session
 

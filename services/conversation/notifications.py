@@ -1,0 +1,276 @@
+"""Proactive notifications from the audit event stream.
+
+The feed subscribes to the audit service across tenants from a persisted cursor. Each event
+that matters to a trader becomes one notification per opted-in session of its tenant, written
+in the same transaction that advances the cursor, and the (session, event) pair is unique:
+after a restart the feed resumes where it stopped and nothing is lost or repeated. A turn
+delivers a session's pending notifications and marks them delivered in the turn's own
+transaction, so each reaches its session exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
+from gate4.conversation.v1 import conversation_pb2
+from services.conversation import sessions
+from services.runtime import correlation
+from services.runtime.storage import Database
+from services.runtime.timeutil import to_timestamp, utcnow
+
+if TYPE_CHECKING:
+    from gate4.audit.v1.audit_pb2_grpc import AuditServiceAsyncStub
+
+log = logging.getLogger("gate4.notifications")
+
+CONSUMER = "notifications"
+FEED_TENANT = "platform"
+
+
+@dataclass(frozen=True)
+class Kind:
+    severity: str
+    headline: str
+
+
+#: Audit event types that become notifications, with their severity and headline.
+KINDS: dict[str, Kind] = {
+    "killswitch.tripped": Kind("critical", "Kill switch tripped"),
+    "killswitch.engaged": Kind("critical", "Kill switch engaged"),
+    "killswitch.released": Kind("info", "Kill switch released"),
+    "deployment.stopped": Kind("info", "Deployment stopped"),
+    "deployment.failed": Kind("critical", "Deployment failed"),
+    "deployment.degraded": Kind("warning", "Deployment degraded"),
+    "orchestrator.degraded": Kind("warning", "Order routing degraded"),
+}
+
+notifications = sa.table(
+    "conversation_notifications",
+    *(
+        sa.column(n, sa.String)
+        for n in (
+            "notification_id",
+            "tenant_id",
+            "session_id",
+            "source_event_id",
+            "kind",
+            "severity",
+            "message",
+            "deployment_id",
+            "account_id",
+            "order_id",
+            "request_id",
+            "delivered_turn_id",
+        )
+    ),
+    sa.column("created_at", sa.DateTime),
+    sa.column("delivered_at", sa.DateTime),
+)
+cursor = sa.table(
+    "conversation_feed_cursor", sa.column("consumer", sa.String), sa.column("position", sa.Integer)
+)
+
+
+def describe(event: audit_pb2.AuditEvent) -> str:
+    kind = KINDS[event.type]
+    subject = event.deployment_id or event.account_id or event.tenant_id
+    scope = event.data.fields.get("scope")
+    if scope is not None and scope.string_value:
+        scope_id = event.data.fields.get("scopeId")
+        subject = f"{scope.string_value} {scope_id.string_value if scope_id else subject}"
+    text = f"{kind.headline} for {subject}"
+    return f"{text}: {event.reason}" if event.reason else text
+
+
+def read_cursor(conn: Connection) -> int:
+    value = conn.execute(sa.select(cursor.c.position).where(cursor.c.consumer == CONSUMER)).scalar()
+    return int(value or 0)
+
+
+def ingest(conn: Connection, event: audit_pb2.AuditEvent) -> int:
+    """Records the event's notifications and moves the cursor past it; returns how many."""
+    created = 0
+    if event.type in KINDS:
+        kind = KINDS[event.type]
+        text = describe(event)[:1000]
+        now = utcnow()
+        for session_id in sessions.opted_in(conn, event.tenant_id):
+            exists = conn.execute(
+                sa.select(notifications.c.notification_id).where(
+                    notifications.c.session_id == session_id,
+                    notifications.c.source_event_id == event.event_id,
+                )
+            ).first()
+            if exists:
+                continue
+            conn.execute(
+                sa.insert(notifications).values(
+                    notification_id=f"ntf_{uuid.uuid4().hex[:24]}",
+                    tenant_id=event.tenant_id,
+                    session_id=session_id,
+                    source_event_id=event.event_id,
+                    kind=event.type,
+                    severity=kind.severity,
+                    message=text,
+                    deployment_id=event.deployment_id,
+                    account_id=event.account_id,
+                    order_id=event.order_id,
+                    request_id=event.request_id,
+                    created_at=now,
+                )
+            )
+            created += 1
+    moved = conn.execute(
+        sa.update(cursor).where(cursor.c.consumer == CONSUMER).values(position=event.position)
+    ).rowcount
+    if not moved:
+        conn.execute(sa.insert(cursor).values(consumer=CONSUMER, position=event.position))
+    return created
+
+
+def _message(row: sa.Row[tuple[object, ...]]) -> conversation_pb2.Notification:
+    m = row._mapping
+    msg = conversation_pb2.Notification(
+        notification_id=m["notification_id"],
+        kind=m["kind"],
+        severity=m["severity"],
+        message=m["message"],
+        deployment_id=m["deployment_id"],
+        account_id=m["account_id"],
+        order_id=m["order_id"],
+        request_id=m["request_id"],
+        source_event_id=m["source_event_id"],
+    )
+    created = to_timestamp(m["created_at"])
+    if created is not None:
+        msg.created_at.CopyFrom(created)
+    return msg
+
+
+def pending(conn: Connection, session_id: str) -> list[conversation_pb2.Notification]:
+    rows = conn.execute(
+        sa.select(notifications)
+        .where(
+            notifications.c.session_id == session_id,
+            notifications.c.delivered_turn_id.is_(None),
+        )
+        .order_by(notifications.c.created_at, notifications.c.notification_id)
+    ).all()
+    return [_message(r) for r in rows]
+
+
+def listing(
+    conn: Connection, session_id: str, include_delivered: bool
+) -> list[conversation_pb2.Notification]:
+    query = sa.select(notifications).where(notifications.c.session_id == session_id)
+    if not include_delivered:
+        query = query.where(notifications.c.delivered_turn_id.is_(None))
+    rows = conn.execute(
+        query.order_by(notifications.c.created_at, notifications.c.notification_id)
+    ).all()
+    return [_message(r) for r in rows]
+
+
+def pending_count(conn: Connection, session_id: str) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(notifications)
+            .where(
+                notifications.c.session_id == session_id,
+                notifications.c.delivered_turn_id.is_(None),
+            )
+        ).scalar_one()
+    )
+
+
+def deliver(conn: Connection, session_id: str, turn_id: str) -> list[conversation_pb2.Notification]:
+    """Takes the session's pending notifications for this turn."""
+    items = pending(conn, session_id)
+    if items:
+        conn.execute(
+            sa.update(notifications)
+            .where(
+                notifications.c.notification_id.in_([n.notification_id for n in items]),
+                notifications.c.delivered_turn_id.is_(None),
+            )
+            .values(delivered_turn_id=turn_id, delivered_at=utcnow())
+        )
+    return items
+
+
+def discard_pending(conn: Connection, session_id: str) -> None:
+    """Opting out stops delivery at once: what is still pending is never delivered."""
+    conn.execute(
+        sa.update(notifications)
+        .where(
+            notifications.c.session_id == session_id,
+            notifications.c.delivered_turn_id.is_(None),
+        )
+        .values(delivered_turn_id="opted-out", delivered_at=utcnow())
+    )
+
+
+class Feed:
+    """The background task that follows the audit stream."""
+
+    def __init__(self, db: Database, channel: grpc.aio.Channel) -> None:
+        self.db = db
+        self.stub: AuditServiceAsyncStub = audit_pb2_grpc.AuditServiceStub(channel)
+        self._task: asyncio.Task[None] | None = None
+        self.ingested = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._follow()
+                delay = 0.2
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "audit stream interrupted; resubscribing", extra={"code": exc.code().name}
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _follow(self) -> None:
+        after = await self.db.read(read_cursor)
+        internal = correlation.Correlation(
+            request_id=correlation.new_request_id(),
+            tenant_id=FEED_TENANT,
+            roles=frozenset({"internal"}),
+        )
+        # The whole stream runs under the internal identity: the call is set up lazily, on
+        # first iteration, so binding it only around Subscribe() would not be enough.
+        with correlation.bound(internal):
+            stream = self.stub.Subscribe(
+                audit_pb2.SubscribeRequest(
+                    after_position=after, all_tenants=True, types=list(KINDS)
+                )
+            )
+            async for event in stream:
+                await self.db.write(_ingest_op(event))
+                self.ingested += 1
+
+
+def _ingest_op(event: audit_pb2.AuditEvent) -> Callable[[Connection], int]:
+    return lambda conn: ingest(conn, event)

@@ -1,3 +1,0 @@
-from tests.support.stack import live_stack, private_stack
-
-__all__ = ["live_stack", "private_stack"]
