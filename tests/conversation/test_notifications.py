@@ -77,7 +77,12 @@ def test_trip_reaches_opted_in_sessions_once_and_survives_a_restart(
             reason="reviewed",
             data={"scope": "deployment", "scopeId": "dep_feed"},
         )
-        pending = wait_for(lambda: (p := _pending(client, opted_in)) and len(p) == 2 and p)
+
+        def both() -> list[dict[str, Any]] | None:
+            items = _pending(client, opted_in)
+            return items if len(items) == 2 else None
+
+        pending = wait_for(both)
         assert [p["sourceEventId"] for p in pending] == [trip.event_id, released.event_id]
 
         turn = client.post(f"{SESSIONS}/{opted_in}/turns", json={"message": "help"}).json()
