@@ -9,6 +9,7 @@ service, and audit last, so the others can still ship their outbox to it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -44,6 +45,10 @@ START_TIMEOUT_SECONDS = 60.0
 WATCH_INTERVAL_SECONDS = 0.5
 LOG_TAIL_LINES = 15
 REPEAT_SIGNAL_SECONDS = 2.0
+# The documented default risk policy of the demo tenant, so it can trade at once.
+DEMO_RISK_POLICY = (
+    Path(__file__).resolve().parents[1] / "deploy" / "local" / "demo-risk-policy.json"
+)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 RUNBOOK_CURL = """\
@@ -290,6 +295,7 @@ def start(stack: Stack, settings: Settings) -> DevCredentials:
     say(f"  {'gateway':<13} GET /readyz answered 200")
 
     creds = seed_demo_tenant(settings, stack.gateway_url)
+    seed_demo_policy(creds)
     print_banner(stack, creds)
     return creds
 
@@ -367,6 +373,40 @@ def seed_demo_tenant(settings: Settings, api_base: str) -> DevCredentials:
         f"credentials in {display(path)} (mode 0600)"
     )
     return creds
+
+
+def seed_demo_policy(creds: DevCredentials) -> None:
+    """Puts the demo risk policy through the Platform API unless the tenant already has one
+    (a restart keeps what the user changed). Never fatal: without a policy, orders are
+    refused (fail closed) and the user can put one with PUT /v1/risk/policy."""
+    headers = {
+        "Authorization": f"Bearer {creds.token}",
+        "X-API-Key": creds.api_key,
+        "X-Tenant-Id": creds.tenant_id,
+        "X-User-Id": creds.user_id,
+    }
+    try:
+        with httpx.Client(base_url=creds.api_base, headers=headers, timeout=10.0) as client:
+            current = client.get("/v1/risk/policy")
+            if current.status_code == 200:
+                outcome = f"kept active version {current.json().get('version')}"
+            else:
+                if current.status_code != 404:
+                    current.raise_for_status()
+                body = {
+                    "policy": json.loads(DEMO_RISK_POLICY.read_text(encoding="utf-8")),
+                    "reason": "gate4 dev up: documented demo default",
+                }
+                put = client.put("/v1/risk/policy", json=body)
+                put.raise_for_status()
+                outcome = f"put {display(DEMO_RISK_POLICY)} as version {put.json().get('version')}"
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        say(
+            f"  {'risk policy':<13} NOT seeded ({type(exc).__name__}): orders are refused "
+            "until one is put with PUT /v1/risk/policy"
+        )
+        return
+    say(f"  {'risk policy':<13} {outcome}")
 
 
 def print_banner(stack: Stack, creds: DevCredentials) -> None:

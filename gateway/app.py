@@ -136,10 +136,13 @@ class Gateway:
             initial = await call.initial_metadata()
         except grpc.aio.AioRpcError as exc:
             metrics.UPSTREAM_FAILURES.labels(op.service, exc.code().name).inc()
-            raise _upstream_error(op.service, exc) from None
-        headers = {}
-        if any(k == REPLAYED_METADATA and v == "true" for k, v in initial or ()):
-            headers[REPLAYED_HEADER] = "true"
+            error = _upstream_error(op.service, exc)
+            if _replayed(exc.initial_metadata()):
+                # A stored refusal replayed under its Idempotency-Key says so, like a success.
+                metrics.ERRORS.labels(error.error_code()).inc()
+                return problem_response(error, headers={REPLAYED_HEADER: "true"})
+            raise error from None
+        headers = {REPLAYED_HEADER: "true"} if _replayed(initial) else {}
         return _json(codec.to_json(reply), op.status, headers)
 
     async def _body(self, op: Operation, request: Request) -> dict[str, Any]:
@@ -216,6 +219,10 @@ def _json(data: Any, status: int, headers: dict[str, str] | None = None) -> Resp
         media_type="application/json",
         headers=headers,
     )
+
+
+def _replayed(metadata: Any) -> bool:
+    return any(k == REPLAYED_METADATA and v == "true" for k, v in metadata or ())
 
 
 def _channel(request: Request) -> str:

@@ -44,10 +44,25 @@ def _ints(data: dict[str, Any], descriptor: Descriptor) -> None:
             )
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             nested = field.message_type
+            if nested is not None and nested.full_name == "google.protobuf.Struct":
+                # Struct is a protobuf map: its order is not stable across a stored copy, so
+                # objects are written with sorted keys and a replay is byte for byte the same.
+                data[field.json_name] = (
+                    [_sorted(v) for v in value] if isinstance(value, list) else _sorted(value)
+                )
+                continue
             if nested is None or nested.full_name in _WELL_KNOWN or nested.GetOptions().map_entry:
                 continue
             for item in value if isinstance(value, list) else [value]:
                 _ints(item, nested)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 def from_json(data: dict[str, Any], message: M) -> M:

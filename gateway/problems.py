@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from opentelemetry import trace
 from starlette.responses import Response
 
 from services.runtime import correlation
@@ -34,10 +35,13 @@ def problem_body(error: Gate4Error, request_id: str, trace_id: str) -> dict[str,
     return body
 
 
-def problem_response(error: Gate4Error, request_id: str | None = None) -> Response:
+def problem_response(
+    error: Gate4Error, request_id: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     rid = request_id or correlation.current().request_id
+    trace.get_current_span().set_attribute("gate4.error_code", error.error_code())
     body = problem_body(error, rid, current_trace_id())
-    headers = {"X-Request-Id": rid}
+    headers = {**(headers or {}), "X-Request-Id": rid}
     if error.status_for_http() == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="gate4"'
     return Response(

@@ -1,15 +1,30 @@
-"""The execution service process."""
+"""The execution service process: the command layer, the paper venue and its background work."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import grpc
 
 from gate4.execution.v1 import execution_pb2, execution_pb2_grpc
 from gate4.risk.v1 import risk_pb2_grpc
+from services.execution import reconcile
+from services.execution.commands import Commands
+from services.execution.config import ExecutionSettings, get_execution_settings
+from services.execution.faults import CrashHooks
+from services.execution.orchestrator import Orchestrator
+from services.execution.riskgate import RiskGate
 from services.execution.servicer import ExecutionServicer
+from services.execution.venue import FaultPlan, PaperVenue
 from services.runtime.app import BaseService
+from services.runtime.config import Settings
+
+log = logging.getLogger("gate4.execution")
 
 
 class ExecutionService(BaseService):
@@ -20,8 +35,73 @@ class ExecutionService(BaseService):
     migrations = Path(__file__).resolve().parent / "migrations"
     peers = ("risk",)
 
-    def register(self, server: grpc.aio.Server) -> None:
-        risk = risk_pb2_grpc.RiskServiceStub(self.channels["risk"])
-        execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
-            ExecutionServicer(self.db, risk), server
+    def __init__(
+        self, settings: Settings | None = None, execution: ExecutionSettings | None = None
+    ) -> None:
+        super().__init__(settings)
+        self.execution = execution or get_execution_settings()
+        # Refuses the crash hooks in production before anything starts.
+        self.hooks = CrashHooks(self.execution)
+        self.venue = PaperVenue(
+            self.db,
+            slippage_bps=self.execution.paper_venue_slippage_bps,
+            max_fill_quantity=self.execution.paper_venue_max_fill_quantity,
+            faults=FaultPlan.parse(self.execution.paper_venue_faults),
         )
+        self.commands: Commands | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def register(self, server: grpc.aio.Server) -> None:
+        risk = RiskGate(risk_pb2_grpc.RiskServiceStub(self.channels["risk"]))
+        self.commands = Commands(
+            self.db,
+            self.outbox,
+            self.venue,
+            Orchestrator(self.venue, self.execution),
+            risk,
+            self.execution,
+            self.hooks,
+        )
+        execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
+            ExecutionServicer(self.db, self.commands, self.execution), server
+        )
+
+    async def start(self, server: grpc.aio.Server) -> None:
+        await super().start(server)
+        commands = self.commands
+        assert commands is not None
+        # In-flight commands of a previous run are reconciled first, then periodically
+        # (another replica's lapsed leases), and expired idempotency keys are purged.
+        self._tasks = [
+            asyncio.create_task(
+                _every(
+                    "reconcile",
+                    self.execution.execution_reconcile_interval_seconds,
+                    partial(reconcile.run_once, commands),
+                )
+            ),
+            asyncio.create_task(
+                _every(
+                    "purge-idempotency-keys",
+                    self.execution.execution_cleanup_interval_seconds,
+                    commands.purge_expired_keys,
+                )
+            ),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await super().stop()
+
+
+async def _every(name: str, seconds: float, job: Callable[[], Awaitable[int]]) -> None:
+    while True:
+        try:
+            await job()
+        except Exception:
+            log.exception("background job failed", extra={"job": name})
+        await asyncio.sleep(seconds)

@@ -1,54 +1,159 @@
-"""The ExecutionService RPCs."""
+"""The ExecutionService RPCs: input checks and the idempotency envelope around the commands.
+
+A keyed command first claims its key (see idempotency.py). A stored result is replayed with
+initial metadata `x-idempotent-replayed: true` (the gateway turns it into the
+`Idempotent-Replayed` header), a stored refusal is raised again, and both are audited as
+`command.replayed`. Otherwise the command runs; if it fails before any side effect and
+without settling the key itself, the key is released so a retry can run.
+"""
 
 from __future__ import annotations
 
-import uuid
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Any, TypeVar
 
-import grpc
+from google.protobuf.message import Message
 from grpc import aio
 from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2, execution_pb2_grpc
-from gate4.risk.v1 import risk_pb2
-from services.execution import store
-from services.runtime import correlation, errors
+from services.execution import deployments, idempotency, orders, store
+from services.execution.commands import Commands, Progress, new_id, write_retrying
+from services.execution.config import ExecutionSettings
+from services.execution.idempotency import ROUTE_CREATE, ROUTE_STOP, ROUTE_SUBMIT, Claim, Stored
+from services.execution.orders import Intent
+from services.runtime import correlation, errors, outbox
 from services.runtime.storage import Database
 from services.runtime.timeutil import as_utc, utcnow
 from services.runtime.validation import IDEMPOTENCY_KEY_RE, Checker
 
-if TYPE_CHECKING:
-    from gate4.risk.v1.risk_pb2_grpc import RiskServiceAsyncStub
-
 Context = aio.ServicerContext[object, object]
+M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+log = logging.getLogger("gate4.execution")
+
+REPLAYED_METADATA = (("x-idempotent-replayed", "true"),)
+CLIENT_ORDER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MODES = ("paper",)
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market", "limit")
-DEPLOYMENT_STATES = ("pending", "running", "stopping", "stopped", "failed")
-ORDER_STATUSES = ("accepted", "partially_filled", "filled", "cancelled", "rejected")
+SCOPES = ("tenant", "account", "deployment")
 MAX_PAGE = 500
-
-
-def refusal(decision: risk_pb2.RiskDecision) -> errors.Gate4Error:
-    """The error a refused command answers with: 423 for a held kill switch, else 422."""
-    if decision.outcome == "KILL_SWITCH_ENGAGED":
-        return errors.KillSwitchEngaged(decision.reason, outcome=decision.outcome)
-    return errors.RiskLimitBreached(decision.reason, outcome=decision.outcome)
+MAX_REASON = 500
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
-    def __init__(self, db: Database, risk: RiskServiceAsyncStub) -> None:
+    def __init__(self, db: Database, commands: Commands, settings: ExecutionSettings) -> None:
         self.db = db
-        self.risk = risk
+        self.commands = commands
+        self.settings = settings
 
-    async def _ask_risk(self, request: risk_pb2.CheckDeploymentRequest) -> risk_pb2.RiskDecision:
-        """Fail closed: no answer from risk means the command does not run."""
+    # -- the idempotency envelope ------------------------------------------------------------
+
+    async def _keyed(
+        self,
+        context: Context,
+        route: str,
+        request: Message,
+        key: str,
+        resource_id: str,
+        reply_type: type[M],
+        run: Callable[[str, Claim | None, Progress], Coroutine[Any, Any, M]],
+    ) -> M:
+        tenant = correlation.current().tenant_id
+        progress = Progress()
+        if not key:
+            return await _shielded(run(resource_id, None, progress))
+        digest = idempotency.request_digest(request)
         try:
-            return await self.risk.CheckDeployment(request)
-        except grpc.aio.AioRpcError as exc:
-            raise errors.RiskUnavailable(
-                f"risk controls could not decide ({exc.code().name.lower()}); nothing was executed"
-            ) from None
+            claimed = await write_retrying(
+                self.db,
+                lambda c: idempotency.claim(
+                    c,
+                    tenant_id=tenant,
+                    route=route,
+                    key=key,
+                    digest=digest,
+                    resource_id=resource_id,
+                    now=utcnow(),
+                    lease_seconds=self.settings.execution_command_lease_seconds,
+                    ttl_seconds=self.settings.execution_idempotency_ttl_seconds,
+                ),
+            )
+        except (errors.IdempotencyKeyReused, errors.IdempotencyInProgress) as exc:
+            await self._key_refused(route, request, exc)
+            raise
+        if isinstance(claimed, Stored):
+            await self._replayed(route, claimed, reply_type)
+            await context.send_initial_metadata(REPLAYED_METADATA)
+            if claimed.response is None:
+                raise claimed.error()
+            return reply_type.FromString(claimed.response)
+
+        async def attempt() -> M:
+            try:
+                return await run(claimed.resource_id, claimed, progress)
+            except BaseException:
+                if not progress.started and not progress.settled:
+                    await self.db.write(lambda c: idempotency.release(c, tenant, claimed))
+                raise
+
+        reply = await _shielded(attempt())
+        if claimed.resumed:
+            # The result belongs to the attempt that first held the key.
+            await context.send_initial_metadata(REPLAYED_METADATA)
+        return reply
+
+    async def _key_refused(self, route: str, request: Message, error: errors.Gate4Error) -> None:
+        """A retry refused for its key (reused with another payload, or still running)."""
+        deployment_id = str(getattr(request, "deployment_id", ""))
+
+        def op(conn: Connection) -> None:
+            self.commands.box.add(
+                conn,
+                outbox.event(
+                    "command.rejected",
+                    source="execution",
+                    outcome=error.error_code(),
+                    reason=error.detail,
+                    deployment_id=deployment_id,
+                    data={"route": route},
+                ),
+            )
+
+        await self.commands.write(op)
+
+    async def _replayed(self, route: str, stored: Stored, reply_type: type[Message]) -> None:
+        ids = {"order_id" if route == ROUTE_SUBMIT else "deployment_id": stored.resource_id}
+        policy_version = ""
+        if stored.response is not None:
+            # The replayed reply names the ids and policy version of the original decision.
+            reply = reply_type.FromString(stored.response)
+            policy_version = str(getattr(reply, "policy_version", ""))
+            for field in ("account_id", "deployment_id"):
+                ids[field] = str(getattr(reply, field, "")) or ids.get(field, "")
+
+        def op(conn: Connection) -> None:
+            self.commands.box.add(
+                conn,
+                outbox.event(
+                    "command.replayed",
+                    source="execution",
+                    outcome=stored.error_code or "REPLAYED",
+                    reason=stored.error_detail,
+                    policy_version=policy_version,
+                    data={"route": route, "errorOutcome": stored.error_outcome},
+                    **ids,
+                ),
+            )
+
+        await self.commands.write(op)
+
+    # -- deployments -------------------------------------------------------------------------
 
     async def CreateDeployment(
         self, request: execution_pb2.CreateDeploymentRequest, context: Context
@@ -56,43 +161,38 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         if not request.idempotency_key:
             raise errors.IdempotencyKeyRequired("creating a deployment needs an idempotency key")
         check = Checker()
-        if not IDEMPOTENCY_KEY_RE.match(request.idempotency_key):
-            check.fail("idempotencyKey", "8-255 characters of A-Z a-z 0-9 . _ : -")
+        _check_key(check, request.idempotency_key)
         check.id("strategyId", request.strategy_id)
         check.id("accountId", request.account_id)
         if not request.instruments:
             check.fail("instruments", "at least one instrument")
+        if len(set(request.instruments)) != len(request.instruments):
+            check.fail("instruments", "each instrument once")
         for i, instrument in enumerate(request.instruments):
             check.instrument(f"instruments[{i}]", instrument)
         check.decimal("capitalAllocation", request.capital_allocation)
         check.one_of("mode", request.mode or "paper", MODES)
         check.done("invalid deployment")
-
-        decision = await self._ask_risk(
-            risk_pb2.CheckDeploymentRequest(
-                deployment_id=f"dep_{uuid.uuid4().hex[:24]}",
-                account_id=request.account_id,
-                strategy_id=request.strategy_id,
-                instruments=request.instruments,
-                capital_allocation=request.capital_allocation,
-                mode=request.mode or "paper",
-                action="create",
-            )
-        )
-        if not decision.approved:
-            raise refusal(decision)
-        raise errors.NotImplementedYet(
-            "starting deployments arrives with the execution command layer"
+        # "mode" omitted and "mode": "paper" are the same command.
+        normalised = execution_pb2.CreateDeploymentRequest()
+        normalised.CopyFrom(request)
+        normalised.mode = request.mode or "paper"
+        return await self._keyed(
+            context,
+            ROUTE_CREATE,
+            normalised,
+            request.idempotency_key,
+            new_id("dep"),
+            execution_pb2.Deployment,
+            lambda rid, claim, progress: self.commands.create_deployment(
+                normalised, rid, claim, progress
+            ),
         )
 
     async def GetDeployment(
         self, request: execution_pb2.GetDeploymentRequest, context: Context
     ) -> execution_pb2.Deployment:
-        tenant = correlation.current().tenant_id
-        found = await self.db.read(lambda c: store.get_deployment(c, tenant, request.deployment_id))
-        if found is None:
-            raise errors.NotFound(f"deployment {request.deployment_id!r} not found")
-        return found
+        return await self.commands.get_deployment(request.deployment_id)
 
     async def ListDeployments(
         self, request: execution_pb2.ListDeploymentsRequest, context: Context
@@ -101,7 +201,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         check = Checker()
         limit = check.limit("limit", request.limit, default=100, maximum=MAX_PAGE)
         if request.state:
-            check.one_of("state", request.state, DEPLOYMENT_STATES)
+            check.one_of("state", request.state, deployments.STATES)
         check.id("accountId", request.account_id, required=False)
         check.id("cursor", request.cursor, required=False)
         check.done()
@@ -119,12 +219,23 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def StopDeployment(
         self, request: execution_pb2.StopDeploymentRequest, context: Context
     ) -> execution_pb2.Deployment:
-        await self.GetDeployment(
-            execution_pb2.GetDeploymentRequest(deployment_id=request.deployment_id), context
+        check = Checker()
+        check.id("deploymentId", request.deployment_id)
+        if request.idempotency_key:
+            _check_key(check, request.idempotency_key)
+        check.text("reason", request.reason, max_length=MAX_REASON)
+        check.done("invalid stop")
+        return await self._keyed(
+            context,
+            ROUTE_STOP,
+            request,
+            request.idempotency_key,
+            request.deployment_id,
+            execution_pb2.Deployment,
+            lambda _rid, claim, progress: self.commands.stop_deployment(request, claim, progress),
         )
-        raise errors.NotImplementedYet(
-            "stopping deployments arrives with the execution command layer"
-        )
+
+    # -- orders ------------------------------------------------------------------------------
 
     async def SubmitOrder(
         self, request: execution_pb2.SubmitOrderRequest, context: Context
@@ -136,22 +247,41 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         check.instrument("instrument", request.instrument)
         check.one_of("side", request.side, SIDES)
         check.one_of("type", request.type, ORDER_TYPES)
-        check.decimal("quantity", request.quantity)
-        check.decimal("limitPrice", request.limit_price, required=request.type == "limit")
-        check.done("invalid order")
-        await self.GetDeployment(
-            execution_pb2.GetDeploymentRequest(deployment_id=request.deployment_id), context
+        quantity = check.decimal("quantity", request.quantity)
+        limit_price = check.decimal(
+            "limitPrice", request.limit_price, required=request.type == "limit"
         )
-        raise errors.NotImplementedYet("order submission arrives with the execution command layer")
+        if request.type == "market" and request.limit_price:
+            check.fail("limitPrice", "only limit orders have a limit price")
+        if request.client_order_id and not CLIENT_ORDER_ID_RE.match(request.client_order_id):
+            check.fail("clientOrderId", "1-64 characters of A-Z a-z 0-9 . _ : -")
+        _check_key(check, request.idempotency_key)
+        check.done("invalid order")
+        assert quantity is not None
+        intent = Intent(
+            deployment_id=request.deployment_id,
+            instrument=request.instrument,
+            side=request.side,
+            type=request.type,
+            quantity=quantity,
+            limit_price=limit_price,
+            reduce_only=request.reduce_only,
+            client_order_id=request.client_order_id,
+        )
+        return await self._keyed(
+            context,
+            ROUTE_SUBMIT,
+            request,
+            request.idempotency_key,
+            new_id("ord"),
+            execution_pb2.Order,
+            lambda rid, claim, progress: self.commands.submit_order(intent, rid, claim, progress),
+        )
 
     async def GetOrder(
         self, request: execution_pb2.GetOrderRequest, context: Context
     ) -> execution_pb2.Order:
-        tenant = correlation.current().tenant_id
-        found = await self.db.read(lambda c: store.get_order(c, tenant, request.order_id))
-        if found is None:
-            raise errors.NotFound(f"order {request.order_id!r} not found")
-        return found
+        return await self.commands.get_order(request.order_id)
 
     async def ListOrders(
         self, request: execution_pb2.ListOrdersRequest, context: Context
@@ -160,7 +290,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         check = Checker()
         limit = check.limit("limit", request.limit, default=100, maximum=MAX_PAGE)
         if request.status:
-            check.one_of("status", request.status, ORDER_STATUSES)
+            check.one_of("status", request.status, orders.STATUSES)
         check.id("deploymentId", request.deployment_id, required=False)
         check.id("cursor", request.cursor, required=False)
         check.done()
@@ -178,13 +308,17 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def CancelOrder(
         self, request: execution_pb2.CancelOrderRequest, context: Context
     ) -> execution_pb2.Order:
-        await self.GetOrder(execution_pb2.GetOrderRequest(order_id=request.order_id), context)
-        raise errors.NotImplementedYet("cancelling orders arrives with the execution command layer")
+        check = Checker()
+        check.id("orderId", request.order_id)
+        check.text("reason", request.reason, max_length=MAX_REASON)
+        check.done("invalid cancel")
+        return await _shielded(self.commands.cancel_order(request.order_id, request.reason))
+
+    # -- sandbox and kill switch -------------------------------------------------------------
 
     async def FeedMarks(
         self, request: execution_pb2.FeedMarksRequest, context: Context
     ) -> execution_pb2.FeedMarksResponse:
-        tenant = correlation.current().tenant_id
         check = Checker()
         if not 1 <= len(request.marks) <= MAX_PAGE:
             check.fail("marks", f"between 1 and {MAX_PAGE} marks")
@@ -194,20 +328,51 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         check.done("invalid marks")
         now = utcnow()
         marks = [
-            (m.instrument, m.price, as_utc(m.at.ToDatetime()) if m.HasField("at") else now)
+            (
+                m.instrument,
+                _plain(m.price),
+                as_utc(m.at.ToDatetime()) if m.HasField("at") else now,
+            )
             for m in request.marks
         ]
-
-        def op(conn: Connection) -> None:
-            for instrument, price, at in marks:
-                store.upsert_mark(conn, tenant, instrument, price, at)
-
-        await self.db.write(op)
-        return execution_pb2.FeedMarksResponse(accepted=len(marks), fills=0)
+        accepted, fills = await _shielded(self.commands.feed_marks(marks))
+        return execution_pb2.FeedMarksResponse(accepted=accepted, fills=fills)
 
     async def EnforceKillSwitch(
         self, request: execution_pb2.EnforceKillSwitchRequest, context: Context
     ) -> execution_pb2.EnforceKillSwitchResponse:
-        raise errors.NotImplementedYet(
-            "kill-switch enforcement arrives with the execution command layer"
+        check = Checker()
+        check.one_of("scope", request.scope, SCOPES)
+        check.text("scopeId", request.scope_id, max_length=64, required=True)
+        check.text("reason", request.reason, max_length=MAX_REASON)
+        check.done("invalid kill-switch enforcement")
+        return await _shielded(
+            self.commands.enforce(
+                request.scope,
+                request.scope_id,
+                request.flatten,
+                request.reason or f"kill switch engaged for {request.scope} {request.scope_id}",
+            )
         )
+
+
+async def _shielded(work: Coroutine[Any, Any, T]) -> T:
+    """Runs a command to its end even if the caller goes away (deadline, disconnect): a
+    command cancelled half-way would leave a pending order for reconciliation to settle."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("command finished after its caller left", exc_info=task.exception())
+
+
+def _check_key(check: Checker, key: str) -> None:
+    if not IDEMPOTENCY_KEY_RE.match(key):
+        check.fail("idempotencyKey", "8-255 characters of A-Z a-z 0-9 . _ : -")
+
+
+def _plain(price: str) -> str:
+    return format(Decimal(price), "f")

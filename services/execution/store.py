@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2
-from services.runtime.timeutil import to_timestamp
+from services.execution.positions import Position, dec, fmt
+from services.execution.positions import value as positions_value
+from services.runtime.timeutil import as_utc, to_timestamp, utcnow
 
 
 def _columns(names: str) -> list[sa.ColumnClause[object]]:
@@ -24,24 +28,60 @@ deployments = sa.table(
     "execution_deployments",
     *_columns(
         "deployment_id tenant_id strategy_id account_id instruments capital_allocation mode "
-        "state policy_version"
+        "state policy_version peak_equity degraded_reason state_reason enforced_switch"
     ),
     sa.column("degraded", sa.Boolean),
+    sa.column("stop_flatten", sa.Boolean),
+    sa.column("stop_lease_until", sa.DateTime),
+    sa.column("stop_count", sa.Integer),
     *_times(),
 )
 orders = sa.table(
     "execution_orders",
     *_columns(
         "order_id tenant_id deployment_id account_id instrument side type quantity limit_price "
-        "filled_quantity average_fill_price status client_order_id outcome reject_reason"
+        "filled_quantity average_fill_price status client_order_id outcome reject_reason "
+        "policy_version venue_state idempotency_key request_id"
     ),
     sa.column("reduce_only", sa.Boolean),
+    sa.column("venue_attempts", sa.Integer),
+    sa.column("lease_until", sa.DateTime),
     *_times(),
 )
 marks = sa.table(
     "execution_marks",
     *_columns("tenant_id instrument price"),
     sa.column("at", sa.DateTime),
+)
+fills = sa.table(
+    "execution_fills",
+    *_columns("fill_id tenant_id order_id deployment_id instrument side quantity price"),
+    sa.column("at", sa.DateTime),
+)
+positions = sa.table(
+    "execution_positions",
+    *_columns("deployment_id instrument tenant_id account_id quantity average_price realized_pnl"),
+    sa.column("updated_at", sa.DateTime),
+)
+paper_venue_orders = sa.table(
+    "execution_paper_venue_orders",
+    *_columns(
+        "client_order_id tenant_id account_id instrument side type quantity limit_price status "
+        "filled_quantity fills reason"
+    ),
+    *_times(),
+)
+idempotency = sa.table(
+    "execution_idempotency",
+    *_columns(
+        "tenant_id route key request_digest status owner resource_id result_kind error_code "
+        "error_detail error_outcome request_id"
+    ),
+    sa.column("response", sa.LargeBinary),
+    sa.column("lease_until", sa.DateTime),
+    sa.column("created_at", sa.DateTime),
+    sa.column("completed_at", sa.DateTime),
+    sa.column("expires_at", sa.DateTime),
 )
 
 
@@ -54,62 +94,196 @@ def _set_times(
             getattr(msg, field).CopyFrom(ts)
 
 
-def deployment_message(row: sa.Row[tuple[object, ...]]) -> execution_pb2.Deployment:
+def lock(query: sa.Select[tuple[object, ...]]) -> sa.Select[tuple[object, ...]]:
+    """FOR UPDATE on PostgreSQL (two processes serialise on the row); SQLite has one writer."""
+    return query.with_for_update()
+
+
+# -- marks -------------------------------------------------------------------------------------
+
+
+def mark_price(
+    conn: Connection, tenant_id: str, instrument: str
+) -> tuple[Decimal, datetime] | None:
+    row = conn.execute(
+        sa.select(marks.c.price, marks.c.at).where(
+            marks.c.tenant_id == tenant_id, marks.c.instrument == instrument
+        )
+    ).first()
+    return (Decimal(str(row.price)), as_utc(row.at)) if row is not None else None
+
+
+def mark_prices(conn: Connection, tenant_id: str) -> dict[str, Decimal]:
+    rows = conn.execute(
+        sa.select(marks.c.instrument, marks.c.price).where(marks.c.tenant_id == tenant_id)
+    ).all()
+    return {str(r.instrument): Decimal(str(r.price)) for r in rows}
+
+
+def upsert_mark(
+    conn: Connection, tenant_id: str, instrument: str, price: str, at: datetime
+) -> None:
+    key = (marks.c.tenant_id == tenant_id) & (marks.c.instrument == instrument)
+    updated = conn.execute(sa.update(marks).where(key).values(price=price, at=at)).rowcount
+    if not updated:
+        conn.execute(
+            sa.insert(marks).values(tenant_id=tenant_id, instrument=instrument, price=price, at=at)
+        )
+
+
+# -- positions ---------------------------------------------------------------------------------
+
+
+def _position(row: sa.Row[tuple[object, ...]]) -> Position:
     m = row._mapping
-    msg = execution_pb2.Deployment(
-        deployment_id=m["deployment_id"],
-        tenant_id=m["tenant_id"],
-        strategy_id=m["strategy_id"],
-        account_id=m["account_id"],
-        instruments=json.loads(m["instruments"]),
-        capital_allocation=m["capital_allocation"],
-        mode=m["mode"],
-        state=m["state"],
-        policy_version=m["policy_version"],
-        degraded=bool(m["degraded"]),
+    return Position(
+        instrument=str(m["instrument"]),
+        quantity=dec(str(m["quantity"])),
+        average_price=dec(str(m["average_price"])),
+        realized_pnl=dec(str(m["realized_pnl"])),
     )
-    _set_times(msg, m["created_at"], m["updated_at"])
-    return msg
 
 
-def order_message(row: sa.Row[tuple[object, ...]]) -> execution_pb2.Order:
-    m = row._mapping
-    msg = execution_pb2.Order(
-        **{
-            k: m[k]
-            for k in (
-                "order_id",
-                "tenant_id",
-                "deployment_id",
-                "account_id",
-                "instrument",
-                "side",
-                "type",
-                "quantity",
-                "limit_price",
-                "filled_quantity",
-                "average_fill_price",
-                "status",
-                "client_order_id",
-                "outcome",
-                "reject_reason",
+def deployment_positions(conn: Connection, deployment_id: str) -> list[Position]:
+    rows = conn.execute(
+        sa.select(positions)
+        .where(positions.c.deployment_id == deployment_id)
+        .order_by(positions.c.instrument)
+    ).all()
+    return [_position(r) for r in rows]
+
+
+def get_position(conn: Connection, deployment_id: str, instrument: str) -> Position:
+    row = conn.execute(
+        sa.select(positions).where(
+            positions.c.deployment_id == deployment_id, positions.c.instrument == instrument
+        )
+    ).first()
+    return _position(row) if row is not None else Position(instrument)
+
+
+def account_position(conn: Connection, tenant_id: str, account_id: str, instrument: str) -> Decimal:
+    rows = conn.execute(
+        sa.select(positions.c.quantity).where(
+            positions.c.tenant_id == tenant_id,
+            positions.c.account_id == account_id,
+            positions.c.instrument == instrument,
+        )
+    ).all()
+    return sum((dec(str(r.quantity)) for r in rows), Decimal(0))
+
+
+def save_position(
+    conn: Connection, tenant_id: str, account_id: str, deployment_id: str, position: Position
+) -> None:
+    values = {
+        "quantity": fmt(position.quantity),
+        "average_price": fmt(position.average_price),
+        "realized_pnl": fmt(position.realized_pnl),
+        "updated_at": utcnow(),
+    }
+    key = (positions.c.deployment_id == deployment_id) & (
+        positions.c.instrument == position.instrument
+    )
+    if not conn.execute(sa.update(positions).where(key).values(**values)).rowcount:
+        conn.execute(
+            sa.insert(positions).values(
+                deployment_id=deployment_id,
+                instrument=position.instrument,
+                tenant_id=tenant_id,
+                account_id=account_id,
+                **values,
             )
-        },
-        reduce_only=bool(m["reduce_only"]),
+        )
+
+
+# -- deployments -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KillSwitchView:
+    engaged: bool = False
+    scope: str = ""
+    scope_id: str = ""
+    reason: str = ""
+
+
+def deployment_row(
+    conn: Connection, tenant_id: str, deployment_id: str, *, for_update: bool = False
+) -> sa.RowMapping | None:
+    query = sa.select(deployments).where(
+        deployments.c.tenant_id == tenant_id, deployments.c.deployment_id == deployment_id
     )
-    _set_times(msg, m["created_at"], m["updated_at"])
+    row = conn.execute(lock(query) if for_update else query).first()
+    return row._mapping if row is not None else None
+
+
+def deployment_message(
+    conn: Connection, row: sa.RowMapping, switch: KillSwitchView | None = None
+) -> execution_pb2.Deployment:
+    """The deployment as the API shows it: positions marked to the last marks, P&L, equity."""
+    tenant_id = str(row["tenant_id"])
+    held = deployment_positions(conn, str(row["deployment_id"]))
+    prices = mark_prices(conn, tenant_id)
+    peak = str(row["peak_equity"])
+    valuation = positions_value(
+        dec(str(row["capital_allocation"])), held, prices, Decimal(peak) if peak else None
+    )
+    if switch is None:
+        switch = stored_switch(str(row["enforced_switch"]))
+    msg = execution_pb2.Deployment(
+        deployment_id=row["deployment_id"],
+        tenant_id=tenant_id,
+        strategy_id=row["strategy_id"],
+        account_id=row["account_id"],
+        instruments=json.loads(row["instruments"]),
+        capital_allocation=row["capital_allocation"],
+        mode=row["mode"],
+        state=row["state"],
+        positions=[
+            execution_pb2.Position(
+                instrument=p.instrument,
+                quantity=fmt(p.quantity),
+                average_price=fmt(p.average_price) if p.quantity else "",
+                mark_price=fmt(prices[p.instrument]) if p.instrument in prices else "",
+                realized_pnl=fmt(p.realized_pnl),
+                unrealized_pnl=fmt(p.unrealized_pnl(prices.get(p.instrument))),
+            )
+            for p in held
+        ],
+        realized_pnl=fmt(valuation.realized_pnl),
+        unrealized_pnl=fmt(valuation.unrealized_pnl),
+        equity=fmt(valuation.equity),
+        peak_equity=fmt(valuation.peak_equity),
+        drawdown=fmt(valuation.drawdown),
+        kill_switch=execution_pb2.DeploymentKillSwitch(
+            engaged=switch.engaged,
+            scope=switch.scope,
+            scope_id=switch.scope_id,
+            reason=switch.reason,
+        ),
+        policy_version=row["policy_version"],
+        degraded=bool(row["degraded"]),
+        degraded_reason=row["degraded_reason"],
+        state_reason=row["state_reason"],
+    )
+    _set_times(msg, row["created_at"], row["updated_at"])
     return msg
+
+
+def stored_switch(text: str) -> KillSwitchView:
+    """The last kill switch enforced on the deployment, as recorded by EnforceKillSwitch."""
+    if not text:
+        return KillSwitchView()
+    data = json.loads(text)
+    return KillSwitchView(True, data["scope"], data["scopeId"], data["reason"])
 
 
 def get_deployment(
-    conn: Connection, tenant_id: str, deployment_id: str
+    conn: Connection, tenant_id: str, deployment_id: str, switch: KillSwitchView | None = None
 ) -> execution_pb2.Deployment | None:
-    row = conn.execute(
-        sa.select(deployments).where(
-            deployments.c.tenant_id == tenant_id, deployments.c.deployment_id == deployment_id
-        )
-    ).first()
-    return deployment_message(row) if row is not None else None
+    row = deployment_row(conn, tenant_id, deployment_id)
+    return deployment_message(conn, row, switch) if row is not None else None
 
 
 def list_deployments(
@@ -123,14 +297,75 @@ def list_deployments(
     if after:
         query = query.where(deployments.c.deployment_id > after)
     rows = conn.execute(query.order_by(deployments.c.deployment_id).limit(limit)).all()
-    return [deployment_message(r) for r in rows]
+    return [deployment_message(conn, r._mapping) for r in rows]
+
+
+def deployments_in_scope(
+    conn: Connection, tenant_id: str, scope: str, scope_id: str
+) -> list[sa.RowMapping]:
+    query = sa.select(deployments).where(deployments.c.tenant_id == tenant_id)
+    if scope == "account":
+        query = query.where(deployments.c.account_id == scope_id)
+    elif scope == "deployment":
+        query = query.where(deployments.c.deployment_id == scope_id)
+    elif scope_id != tenant_id:
+        return []
+    return [r._mapping for r in conn.execute(query.order_by(deployments.c.deployment_id)).all()]
+
+
+# -- orders ------------------------------------------------------------------------------------
+
+_ORDER_FIELDS = (
+    "order_id",
+    "tenant_id",
+    "deployment_id",
+    "account_id",
+    "instrument",
+    "side",
+    "type",
+    "quantity",
+    "limit_price",
+    "filled_quantity",
+    "average_fill_price",
+    "status",
+    "client_order_id",
+    "outcome",
+    "reject_reason",
+    "policy_version",
+)
+
+
+def order_row(
+    conn: Connection, tenant_id: str, order_id: str, *, for_update: bool = False
+) -> sa.RowMapping | None:
+    query = sa.select(orders).where(orders.c.tenant_id == tenant_id, orders.c.order_id == order_id)
+    row = conn.execute(lock(query) if for_update else query).first()
+    return row._mapping if row is not None else None
+
+
+def order_message(conn: Connection, m: sa.RowMapping) -> execution_pb2.Order:
+    msg = execution_pb2.Order(
+        **{k: m[k] for k in _ORDER_FIELDS},
+        reduce_only=bool(m["reduce_only"]),
+        venue_attempts=int(m["venue_attempts"]),
+    )
+    rows = conn.execute(
+        sa.select(fills)
+        .where(fills.c.tenant_id == m["tenant_id"], fills.c.order_id == m["order_id"])
+        .order_by(fills.c.at, fills.c.fill_id)
+    ).all()
+    for r in rows:
+        fill = msg.fills.add(fill_id=r.fill_id, quantity=r.quantity, price=r.price)
+        ts = to_timestamp(r.at)
+        if ts is not None:
+            fill.at.CopyFrom(ts)
+    _set_times(msg, m["created_at"], m["updated_at"])
+    return msg
 
 
 def get_order(conn: Connection, tenant_id: str, order_id: str) -> execution_pb2.Order | None:
-    row = conn.execute(
-        sa.select(orders).where(orders.c.tenant_id == tenant_id, orders.c.order_id == order_id)
-    ).first()
-    return order_message(row) if row is not None else None
+    row = order_row(conn, tenant_id, order_id)
+    return order_message(conn, row) if row is not None else None
 
 
 def list_orders(
@@ -144,15 +379,4 @@ def list_orders(
     if after:
         query = query.where(orders.c.order_id > after)
     rows = conn.execute(query.order_by(orders.c.order_id).limit(limit)).all()
-    return [order_message(r) for r in rows]
-
-
-def upsert_mark(
-    conn: Connection, tenant_id: str, instrument: str, price: str, at: datetime
-) -> None:
-    key = (marks.c.tenant_id == tenant_id) & (marks.c.instrument == instrument)
-    updated = conn.execute(sa.update(marks).where(key).values(price=price, at=at)).rowcount
-    if not updated:
-        conn.execute(
-            sa.insert(marks).values(tenant_id=tenant_id, instrument=instrument, price=price, at=at)
-        )
+    return [order_message(conn, r._mapping) for r in rows]

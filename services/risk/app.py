@@ -6,7 +6,9 @@ from pathlib import Path
 
 import grpc
 
+from gate4.execution.v1 import execution_pb2_grpc
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
+from services.risk.enforcement import Enforcer
 from services.risk.servicer import RiskServicer
 from services.runtime.app import BaseService
 
@@ -17,6 +19,19 @@ class RiskService(BaseService):
         risk_pb2.DESCRIPTOR.services_by_name["RiskService"].full_name,
     )
     migrations = Path(__file__).resolve().parent / "migrations"
+    # Risk asks execution to enforce a kill switch once it engages.
+    peers = ("execution",)
+    enforcer: Enforcer | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
-        risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(self.db, self.outbox), server)
+        execution = execution_pb2_grpc.ExecutionServiceStub(self.channels["execution"])
+        self.enforcer = Enforcer(self.db, self.outbox, execution)
+        self.enforcer.start()
+        risk_pb2_grpc.add_RiskServiceServicer_to_server(
+            RiskServicer(self.db, self.outbox, self.enforcer), server
+        )
+
+    async def stop(self) -> None:
+        if self.enforcer is not None:
+            await self.enforcer.stop()
+        await super().stop()

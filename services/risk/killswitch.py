@@ -1,18 +1,38 @@
-"""Kill-switch state per scope (tenant, account, deployment)."""
+"""Kill switches per scope (tenant, account, deployment): latched state and its transitions.
+
+A switch engages by hand (`manual`) or on a confirmed drawdown (`drawdown`) and then holds
+until a risk-officer releases it with a reason; engaging an engaged switch changes
+nothing. Every transition writes its audit event in the same transaction. After each
+engagement execution must enforce it (cancel open orders in scope, flatten when the
+policy says so): `enforcement` records whether that happened for the current engagement,
+which `generation` numbers.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf import json_format
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.runtime import errors
-from services.runtime.timeutil import to_timestamp
+from services.risk import outcomes
+from services.runtime import correlation, errors, outbox
+from services.runtime.outbox import Outbox
+from services.runtime.timeutil import to_timestamp, utcnow
+from services.runtime.validation import ID_RE
 
 SCOPES = ("tenant", "account", "deployment")
+MANUAL = "manual"
+DRAWDOWN = "drawdown"
+# Enforcement states of the current engagement.
+PENDING = "pending"
+ENFORCED = "enforced"
+FAILED = "failed"
 
 switches = sa.table(
     "risk_kill_switches",
@@ -28,7 +48,27 @@ switches = sa.table(
     sa.column("released_at", sa.DateTime),
     sa.column("released_by", sa.String),
     sa.column("release_reason", sa.String),
+    sa.column("flatten", sa.Boolean),
+    sa.column("generation", sa.Integer),
+    sa.column("request_id", sa.String),
+    sa.column("enforcement", sa.String),
+    sa.column("enforcement_detail", sa.String),
+    sa.column("enforced_at", sa.DateTime),
 )
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """What execution must do for one engagement."""
+
+    tenant_id: str
+    scope: str
+    scope_id: str
+    generation: int
+    flatten: bool
+    reason: str
+    request_id: str
+    status: str
 
 
 def check_ref(tenant_id: str, scope: str, scope_id: str) -> None:
@@ -42,42 +82,58 @@ def check_ref(tenant_id: str, scope: str, scope_id: str) -> None:
             "kill-switch scope id is required",
             field_errors=[errors.FieldError("scopeId", "required")],
         )
-    if scope == "tenant" and scope_id != tenant_id:
-        # Another tenant's switch does not exist as far as this caller can tell.
-        raise errors.NotFound(f"no kill switch for tenant {scope_id!r}")
+    if scope == "tenant":
+        if scope_id != tenant_id:
+            # Another tenant's switch does not exist as far as this caller can tell.
+            raise errors.NotFound(f"no kill switch for tenant {scope_id!r}")
+    elif not ID_RE.match(scope_id):
+        raise errors.ValidationFailed(
+            "malformed kill-switch scope id",
+            field_errors=[errors.FieldError("scopeId", "1-64 characters of A-Z a-z 0-9 _ -")],
+        )
+
+
+def _where(tenant_id: str, scope: str, scope_id: str) -> tuple[Any, ...]:
+    return (
+        switches.c.tenant_id == tenant_id,
+        switches.c.scope == scope,
+        switches.c.scope_id == scope_id,
+    )
 
 
 def _message(row: sa.Row[tuple[object, ...]]) -> risk_pb2.KillSwitch:
     m = row._mapping
+    engaged = bool(m["engaged"])
     msg = risk_pb2.KillSwitch(
         scope=str(m["scope"]),
         scope_id=str(m["scope_id"]),
-        engaged=bool(m["engaged"]),
-        trigger=str(m["trigger"]),
+        engaged=engaged,
+        trigger=str(m["trigger"]) if engaged else "",
         reason=str(m["reason"]),
         engaged_by=str(m["engaged_by"]),
         released_by=str(m["released_by"]),
         release_reason=str(m["release_reason"]),
+        flatten=bool(m["flatten"]),
+        enforcement=str(m["enforcement"] or "") if engaged else "",
+        enforcement_detail=str(m["enforcement_detail"] or ""),
     )
     evidence = json.loads(str(m["evidence"]) or "{}")
     if evidence:
         json_format.ParseDict(evidence, msg.evidence)
-    for field in ("engaged_at", "released_at"):
+    for field in ("engaged_at", "released_at", "enforced_at"):
         ts = to_timestamp(m[field])
         if ts is not None:
             getattr(msg, field).CopyFrom(ts)
     return msg
 
 
+def _row(conn: Connection, tenant_id: str, scope: str, scope_id: str) -> Any:
+    return conn.execute(sa.select(switches).where(*_where(tenant_id, scope, scope_id))).first()
+
+
 def get(conn: Connection, tenant_id: str, scope: str, scope_id: str) -> risk_pb2.KillSwitch:
     """The switch's state; a scope never engaged reads as disengaged."""
-    row = conn.execute(
-        sa.select(switches).where(
-            switches.c.tenant_id == tenant_id,
-            switches.c.scope == scope,
-            switches.c.scope_id == scope_id,
-        )
-    ).first()
+    row = _row(conn, tenant_id, scope, scope_id)
     if row is None:
         return risk_pb2.KillSwitch(scope=scope, scope_id=scope_id, engaged=False)
     return _message(row)
@@ -94,7 +150,7 @@ def list_all(conn: Connection, tenant_id: str, engaged_only: bool) -> list[risk_
 def engaged_for(
     conn: Connection, tenant_id: str, account_id: str, deployment_id: str
 ) -> risk_pb2.KillSwitch | None:
-    """The first engaged switch holding any scope the command falls in."""
+    """The widest engaged switch holding any scope the command falls in."""
     for scope, scope_id in (
         ("tenant", tenant_id),
         ("account", account_id),
@@ -105,3 +161,245 @@ def engaged_for(
             if state.engaged:
                 return state
     return None
+
+
+def _ids(scope: str, scope_id: str) -> dict[str, str]:
+    """Audit correlation fields for the scope, so events are queryable by account/deployment."""
+    if scope == "deployment":
+        return {"deployment_id": scope_id}
+    if scope == "account":
+        return {"account_id": scope_id}
+    return {}
+
+
+def engage(
+    conn: Connection,
+    box: Outbox,
+    tenant_id: str,
+    scope: str,
+    scope_id: str,
+    *,
+    trigger: str,
+    reason: str,
+    by: str,
+    evidence: risk_pb2.BreachEvidence,
+    flatten: bool,
+    at: datetime | None = None,
+) -> tuple[risk_pb2.KillSwitch, bool]:
+    """Engages the switch; returns its state and whether this call changed it.
+
+    The caller holds the tenant's lock. An engaged switch stays as it is (its trigger and
+    evidence are the first ones): the latch only opens by release.
+    """
+    row = _row(conn, tenant_id, scope, scope_id)
+    evidence_dict = json_format.MessageToDict(evidence)
+    event_type = "killswitch.tripped" if trigger == DRAWDOWN else "killswitch.engaged"
+    if row is not None and bool(row._mapping["engaged"]):
+        current = _message(row)
+        if trigger == MANUAL:
+            box.add(
+                conn,
+                outbox.event(
+                    event_type,
+                    source="risk",
+                    outcome=outcomes.ALREADY_ENGAGED,
+                    reason=f"already engaged ({current.trigger}): {current.reason}; "
+                    f"asked: {reason}",
+                    policy_version=current.evidence.policy_version,
+                    **_ids(scope, scope_id),
+                    data={"scope": scope, "scopeId": scope_id, "trigger": trigger},
+                ),
+            )
+        return current, False
+    values = {
+        "engaged": True,
+        "trigger": trigger,
+        "reason": reason,
+        "evidence": json.dumps(evidence_dict, sort_keys=True),
+        "engaged_at": at or utcnow(),
+        "engaged_by": by,
+        "released_at": None,
+        "released_by": "",
+        "release_reason": "",
+        "flatten": flatten,
+        "request_id": correlation.current().request_id,
+        "enforcement": PENDING,
+        "enforcement_detail": "",
+        "enforced_at": None,
+    }
+    if row is None:
+        conn.execute(
+            sa.insert(switches).values(
+                tenant_id=tenant_id, scope=scope, scope_id=scope_id, generation=1, **values
+            )
+        )
+    else:
+        conn.execute(
+            sa.update(switches)
+            .where(*_where(tenant_id, scope, scope_id))
+            .values(generation=switches.c.generation + 1, **values)
+        )
+    box.add(
+        conn,
+        outbox.event(
+            event_type,
+            source="risk",
+            outcome=outcomes.KILL_SWITCH_TRIPPED if trigger == DRAWDOWN else outcomes.ENGAGED,
+            reason=reason,
+            policy_version=evidence.policy_version,
+            **_ids(scope, scope_id),
+            data={
+                "scope": scope,
+                "scopeId": scope_id,
+                "trigger": trigger,
+                "engagedBy": by,
+                "flatten": flatten,
+                "evidence": evidence_dict,
+            },
+        ),
+    )
+    return get(conn, tenant_id, scope, scope_id), True
+
+
+def release(
+    conn: Connection,
+    box: Outbox,
+    tenant_id: str,
+    scope: str,
+    scope_id: str,
+    *,
+    by: str,
+    reason: str,
+) -> risk_pb2.KillSwitch:
+    """Opens the latch; a switch that is not engaged is a state conflict (409)."""
+    row = _row(conn, tenant_id, scope, scope_id)
+    if row is None or not bool(row._mapping["engaged"]):
+        raise errors.StateConflict(f"the kill switch of {scope} {scope_id} is not engaged")
+    held = _message(row)
+    conn.execute(
+        sa.update(switches)
+        .where(*_where(tenant_id, scope, scope_id))
+        .values(
+            engaged=False,
+            released_at=utcnow(),
+            released_by=by,
+            release_reason=reason,
+            enforcement="",
+        )
+    )
+    box.add(
+        conn,
+        outbox.event(
+            "killswitch.released",
+            source="risk",
+            outcome=outcomes.RELEASED,
+            reason=reason,
+            policy_version=held.evidence.policy_version,
+            **_ids(scope, scope_id),
+            data={
+                "scope": scope,
+                "scopeId": scope_id,
+                "releasedBy": by,
+                "trigger": held.trigger,
+                "engagedReason": held.reason,
+                "engagedBy": held.engaged_by,
+                "engagedAt": json_format.MessageToDict(held)["engagedAt"]
+                if held.HasField("engaged_at")
+                else "",
+            },
+        ),
+    )
+    return get(conn, tenant_id, scope, scope_id)
+
+
+# -- enforcement bookkeeping -------------------------------------------------------------------
+
+
+def enforcement_for(
+    conn: Connection, tenant_id: str, scope: str, scope_id: str
+) -> Enforcement | None:
+    row = _row(conn, tenant_id, scope, scope_id)
+    return _enforcement(row) if row is not None and bool(row._mapping["engaged"]) else None
+
+
+def _enforcement(row: Any) -> Enforcement:
+    m = row._mapping
+    return Enforcement(
+        tenant_id=str(m["tenant_id"]),
+        scope=str(m["scope"]),
+        scope_id=str(m["scope_id"]),
+        generation=int(m["generation"]),
+        flatten=bool(m["flatten"]),
+        reason=str(m["reason"]),
+        request_id=str(m["request_id"] or ""),
+        status=str(m["enforcement"] or ""),
+    )
+
+
+def unenforced(conn: Connection, pending_before: datetime) -> list[Enforcement]:
+    """Engaged switches of every tenant whose enforcement failed, or is pending since before
+    pending_before (its process died between the engagement and the call)."""
+    rows = conn.execute(
+        sa.select(switches).where(
+            switches.c.engaged.is_(True),
+            sa.or_(
+                switches.c.enforcement == FAILED,
+                sa.and_(switches.c.enforcement == PENDING, switches.c.engaged_at < pending_before),
+            ),
+        )
+    ).all()
+    return [_enforcement(r) for r in rows]
+
+
+def record_enforcement(
+    conn: Connection,
+    box: Outbox,
+    job: Enforcement,
+    *,
+    ok: bool,
+    detail: str,
+    data: dict[str, Any],
+) -> bool:
+    """Stores the outcome of one enforcement attempt on the engagement it was made for.
+
+    Audited when enforced, and on the first failure of an engagement (retries that fail
+    again only update the detail, so an unreachable execution does not flood the trail).
+    When the engagement is over meanwhile (released, or engaged anew), the attempt is still
+    audited, since execution did act, but the switch's state is left alone; returns False.
+    """
+    row = _row(conn, job.tenant_id, job.scope, job.scope_id)
+    m = row._mapping if row is not None else None
+    current = m is not None and bool(m["engaged"]) and int(m["generation"]) == job.generation
+    previous = str(m["enforcement"] or "") if current and m is not None else ""
+    if current:
+        conn.execute(
+            sa.update(switches)
+            .where(*_where(job.tenant_id, job.scope, job.scope_id))
+            .values(
+                enforcement=ENFORCED if ok else FAILED,
+                enforcement_detail=detail[:500],
+                enforced_at=utcnow() if ok else None,
+            )
+        )
+    if ok or previous != FAILED:
+        evidence = json.loads(str(m["evidence"]) or "{}") if m is not None else {}
+        box.add(
+            conn,
+            outbox.event(
+                "killswitch.enforcement",
+                source="risk",
+                outcome=outcomes.ENFORCED if ok else outcomes.ENFORCEMENT_FAILED,
+                reason=detail[:500],
+                policy_version=str(evidence.get("policyVersion", "")),
+                **_ids(job.scope, job.scope_id),
+                data={
+                    "scope": job.scope,
+                    "scopeId": job.scope_id,
+                    "generation": job.generation,
+                    "flatten": job.flatten,
+                    "engagementOver": not current,
+                    **data,
+                },
+            ),
+        )
+    return current

@@ -1,96 +1,209 @@
 """Pre-trade decisions: every command asks here first, and every answer is audited.
 
-The decision and its audit event commit in one transaction (outbox), so no command is
-approved or refused without its record. When risk cannot decide, the answer is no.
+One decision, in one transaction with its audit event (outbox):
+
+1. Risk-reducing commands (deployment stop, order cancel, a reduce-only order that really
+   reduces the deployment's position) are approved whatever the kill switch or policy
+   says, so an operator can always get flat; they are still audited.
+2. A kill switch holding the tenant, account or deployment: KILL_SWITCH_ENGAGED (423).
+3. No active policy, or one that no longer validates: POLICY_INVALID (fail closed).
+4. A command risk cannot evaluate (malformed or missing input): RISK_UNDECIDED.
+5. The pre-trade checks (services.risk.checks); the first breach is the outcome.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf import struct_pb2
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import killswitch, policy
+from services.risk import checks, drawdown, killswitch, locks, outcomes, ratelimit, versions
+from services.risk.checks import Breach, DeploymentContext, OrderContext
+from services.risk.policy import Policy
 from services.runtime import outbox
 from services.runtime.outbox import Outbox
 
-APPROVED = "APPROVED"
-POLICY_INVALID = "POLICY_INVALID"
-KILL_SWITCH_ENGAGED = "KILL_SWITCH_ENGAGED"
-RISK_UNDECIDED = "RISK_UNDECIDED"
+ORDER_SUBMIT = "order.submit"
+ORDER_CANCEL = "order.cancel"
+DEPLOYMENT_CREATE = "deployment.create"
+DEPLOYMENT_STOP = "deployment.stop"
+ALWAYS_ALLOWED = (ORDER_CANCEL, DEPLOYMENT_STOP)
 
 
 @dataclass
 class Command:
-    """What is being asked: a deployment action or an order, in the terms checks need."""
+    """What is being asked, in the terms the checks need."""
 
-    kind: str  # "deployment.create", "deployment.stop", "order.submit"
+    kind: str
     tenant_id: str
     account_id: str = ""
     deployment_id: str = ""
     order_id: str = ""
-    #: Stop, cancel and reduce-only orders reduce risk and pass a held kill switch.
-    reduces_risk: bool = False
+    order: OrderContext | None = None
+    deployment: DeploymentContext | None = None
+    #: Why the command cannot be evaluated; set instead of order/deployment.
+    undecidable: str = ""
+    #: The command as asked, for the audit record.
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def decide(conn: Connection, box: Outbox, command: Command) -> risk_pb2.RiskDecision:
+@dataclass
+class _Verdict:
+    outcome: str
+    reason: str
+    breaches: list[Breach] = field(default_factory=list)
+
+
+def decide(conn: Connection, box: Outbox, command: Command, now: datetime) -> risk_pb2.RiskDecision:
     """Runs inside a write op: evaluates, then records the decision in the same transaction."""
     box.ensure_capacity(conn)
-    active = policy.active_policy(conn, command.tenant_id, command.account_id)
-    version = active.label if active else ""
-    held = killswitch.engaged_for(
-        conn, command.tenant_id, command.account_id, command.deployment_id
-    )
-    if command.reduces_risk:
-        outcome, reason = APPROVED, "risk-reducing command; always allowed"
-    elif held is not None:
-        outcome = KILL_SWITCH_ENGAGED
-        reason = (
-            f"kill switch engaged for {held.scope} {held.scope_id}: {held.reason or held.trigger}"
-        )
-    elif active is None:
-        outcome = POLICY_INVALID
-        reason = (
-            "no valid risk-policy.v1 is active for this tenant; side-effecting commands are refused"
-        )
-    else:
-        # Limits are evaluated by the pre-trade checks of the active policy; until a check
-        # can speak for a command, the answer is no.
-        outcome = RISK_UNDECIDED
-        reason = "no pre-trade check could approve this command"
+    if command.kind == ORDER_SUBMIT and command.account_id:
+        locks.hold(conn, locks.account_key(command.tenant_id, command.account_id))
+    record = versions.active_policy(conn, command.tenant_id, command.account_id)
+    label = record.label if record else ""
+    verdict = _evaluate(conn, command, record, now)
+    approved = verdict.outcome == outcomes.APPROVED
+    if approved and command.kind == ORDER_SUBMIT:
+        ratelimit.record(conn, command.tenant_id, command.account_id, command.order_id, now)
 
     decision = risk_pb2.RiskDecision(
-        approved=outcome == APPROVED,
-        outcome=outcome,
-        reason=reason,
-        policy_version=version,
+        approved=approved,
+        outcome=verdict.outcome,
+        reason=verdict.reason,
+        policy_version=label,
         decision_id=f"dec_{uuid.uuid4().hex}",
+        breaches=[b.message() for b in verdict.breaches],
     )
+    data: dict[str, Any] = {
+        "decisionId": decision.decision_id,
+        "approved": approved,
+        "command": command.kind,
+        **command.details,
+    }
+    if verdict.breaches:
+        data["breaches"] = [b.as_dict() for b in verdict.breaches]
     evidence = struct_pb2.Struct()
-    evidence.update({"command": command.kind, **command.details})
+    evidence.update(data)
     decision.evidence.CopyFrom(evidence)
     box.add(
         conn,
         outbox.event(
             "risk.decision",
             source="risk",
-            outcome=outcome,
-            reason=reason,
-            policy_version=version,
+            outcome=verdict.outcome,
+            reason=verdict.reason,
+            policy_version=label,
             account_id=command.account_id,
             deployment_id=command.deployment_id,
             order_id=command.order_id,
-            data={
-                "decisionId": decision.decision_id,
-                "approved": decision.approved,
-                "command": command.kind,
-                **command.details,
-            },
+            data=data,
+        ),
+    )
+    return decision
+
+
+def _evaluate(
+    conn: Connection, command: Command, record: versions.PolicyRecord | None, now: datetime
+) -> _Verdict:
+    held = killswitch.engaged_for(
+        conn, command.tenant_id, command.account_id, command.deployment_id
+    )
+    holding = (
+        f"kill switch engaged for {held.scope} {held.scope_id}: {held.reason or held.trigger}"
+        if held is not None
+        else ""
+    )
+    if command.kind in ALWAYS_ALLOWED:
+        note = f" (while {holding})" if holding else ""
+        return _Verdict(outcomes.APPROVED, f"{command.kind} reduces risk: always allowed{note}")
+
+    order = command.order
+    if order is not None and order.reduce_only:
+        breach = checks.reducing_breach(order)
+        if breach is None:
+            note = f" (while {holding})" if holding else ""
+            return _Verdict(
+                outcomes.APPROVED, f"reduce-only order reduces the position: allowed{note}"
+            )
+        if held is None:
+            return _Verdict(breach.outcome, breach.detail, [breach])
+        # Not actually reducing, so the switch holds it like any other order.
+        return _Verdict(outcomes.KILL_SWITCH_ENGAGED, f"{holding}; {breach.detail}", [breach])
+
+    if held is not None:
+        return _Verdict(outcomes.KILL_SWITCH_ENGAGED, holding)
+    if record is None:
+        return _Verdict(
+            outcomes.POLICY_INVALID,
+            "no valid risk-policy.v1 is active for this tenant or account; side-effecting "
+            "commands are refused until one is put",
+        )
+    parsed = record.parsed()
+    if not isinstance(parsed, Policy):
+        return _Verdict(
+            outcomes.POLICY_INVALID,
+            f"the active policy {record.label} does not validate ({parsed}); commands are "
+            "refused until a valid one is put",
+        )
+    if command.undecidable:
+        return _Verdict(
+            outcomes.RISK_UNDECIDED, f"risk cannot evaluate this command: {command.undecidable}"
+        )
+
+    loss = drawdown.daily_loss(conn, command.tenant_id, command.account_id, now.date().isoformat())
+    if command.kind == ORDER_SUBMIT and order is not None:
+        window = timedelta(seconds=parsed.limits.order_rate.window_seconds)
+        in_window = ratelimit.count(
+            conn, command.tenant_id, command.account_id, now - window, besides=command.order_id
+        )
+        breaches = checks.order_breaches(
+            parsed, order, now=now, orders_in_window=in_window, daily_loss=loss
+        )
+    elif command.kind == DEPLOYMENT_CREATE and command.deployment is not None:
+        breaches = checks.deployment_breaches(parsed, command.deployment, daily_loss=loss)
+    else:
+        return _Verdict(outcomes.RISK_UNDECIDED, f"risk has no checks for {command.kind!r}")
+
+    if not breaches:
+        return _Verdict(outcomes.APPROVED, f"all pre-trade checks passed under {record.label}")
+    first, others = breaches[0], breaches[1:]
+    reason = f"{first.detail} ({record.label})"
+    if others:
+        reason += "; also " + ", ".join(b.outcome for b in others)
+    return _Verdict(first.outcome, reason, breaches)
+
+
+def undecided(conn: Connection, box: Outbox, command: Command, why: str) -> risk_pb2.RiskDecision:
+    """The audited "no" when the decision itself failed (state unreadable, lock contended)."""
+    box.ensure_capacity(conn)
+    decision = risk_pb2.RiskDecision(
+        approved=False,
+        outcome=outcomes.RISK_UNDECIDED,
+        reason=f"risk could not decide ({why}); the command is refused",
+        decision_id=f"dec_{uuid.uuid4().hex}",
+    )
+    data = {
+        "decisionId": decision.decision_id,
+        "approved": False,
+        "command": command.kind,
+        **command.details,
+    }
+    box.add(
+        conn,
+        outbox.event(
+            "risk.decision",
+            source="risk",
+            outcome=outcomes.RISK_UNDECIDED,
+            reason=decision.reason,
+            account_id=command.account_id,
+            deployment_id=command.deployment_id,
+            order_id=command.order_id,
+            data=data,
         ),
     )
     return decision

@@ -1,22 +1,45 @@
-"""The RiskService RPCs."""
+"""The RiskService RPCs: input checks, roles and transactions around the domain modules."""
 
 from __future__ import annotations
 
-from google.protobuf import struct_pb2
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from functools import partial
+from typing import Any, TypeVar
+
+from google.protobuf import json_format, struct_pb2
 from grpc import aio
+from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
-from services.risk import killswitch, policy, pretrade
-from services.runtime import correlation, errors
+from services.risk import (
+    checks,
+    drawdown,
+    killswitch,
+    locks,
+    outcomes,
+    policy,
+    pretrade,
+    versions,
+)
+from services.risk.enforcement import Enforcer
+from services.runtime import correlation, errors, outbox
 from services.runtime.outbox import Outbox
 from services.runtime.storage import Database
-from services.runtime.timeutil import to_timestamp
+from services.runtime.timeutil import as_utc, to_timestamp, utcnow
+from services.runtime.validation import Checker
+
+log = logging.getLogger("gate4.risk")
+T = TypeVar("T")
 
 Context = aio.ServicerContext[object, object]
 MAX_VERSIONS = 100
+RISK_OFFICER = "risk-officer"
+REASON_MAX = 500
 
 
-def _policy_message(record: policy.PolicyRecord) -> risk_pb2.PolicyVersion:
+def _policy_message(record: versions.PolicyRecord) -> risk_pb2.PolicyVersion:
     msg = risk_pb2.PolicyVersion(
         tenant_id=record.tenant_id,
         account_id=record.account_id,
@@ -35,15 +58,50 @@ def _policy_message(record: policy.PolicyRecord) -> risk_pb2.PolicyVersion:
     return msg
 
 
+def _require_role(role: str, action: str) -> None:
+    """Services re-check what the gateway checked: an internal caller is no exception, and
+    the change is made by a named user, whom the audit trail records."""
+    corr = correlation.current()
+    if role not in corr.roles or not corr.user_id:
+        raise errors.Forbidden(f"a user with role {role} is required to {action}")
+
+
+def _reason(value: str) -> str:
+    check = Checker()
+    check.text("reason", value, max_length=REASON_MAX, required=True)
+    check.done("a reason is required")
+    return value.strip()
+
+
+def _signed(check: Checker, field: str, value: str, *, required: bool) -> Decimal:
+    if not value:
+        if required:
+            check.fail(field, "required")
+        return Decimal(0)
+    try:
+        number = Decimal(value)
+    except ArithmeticError:
+        number = Decimal("NaN")
+    if not number.is_finite():
+        check.fail(field, 'a signed decimal written as a string, e.g. "-12.5"')
+        return Decimal(0)
+    return number
+
+
 class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
-    def __init__(self, db: Database, box: Outbox) -> None:
+    def __init__(self, db: Database, box: Outbox, enforcer: Enforcer) -> None:
         self.db = db
         self.outbox = box
+        self.enforcer = enforcer
 
-    async def _decide(self, command: pretrade.Command) -> risk_pb2.RiskDecision:
-        decision = await self.db.write(lambda c: pretrade.decide(c, self.outbox, command))
-        self.outbox.notify()
-        return decision
+    async def _serialised(self, op: Callable[[Connection], T]) -> T:
+        """A write op that takes a lock (services.risk.locks), retried while contended."""
+        try:
+            return await locks.retry(lambda: self.db.write(op))
+        except locks.Contended:
+            raise errors.DependencyUnavailable(
+                "another risk process keeps this tenant's risk state busy; retry shortly"
+            ) from None
 
     # -- policy ----------------------------------------------------------------------------
 
@@ -51,7 +109,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         self, request: risk_pb2.GetPolicyRequest, context: Context
     ) -> risk_pb2.PolicyVersion:
         tenant = correlation.current().tenant_id
-        record = await self.db.read(lambda c: policy.active_policy(c, tenant, request.account_id))
+        record = await self.db.read(lambda c: versions.active_policy(c, tenant, request.account_id))
         if record is None:
             raise errors.NotFound(
                 "no risk policy is active for this tenant; put a risk-policy.v1 document"
@@ -69,23 +127,134 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
                 field_errors=[errors.FieldError("limit", f"1..{MAX_VERSIONS}")],
             )
         records = await self.db.read(
-            lambda c: policy.list_versions(c, tenant, request.account_id, limit)
+            lambda c: versions.list_versions(c, tenant, request.account_id, limit)
         )
         return risk_pb2.ListPolicyVersionsResponse(versions=[_policy_message(r) for r in records])
-
-    async def PutPolicy(
-        self, request: risk_pb2.PutPolicyRequest, context: Context
-    ) -> risk_pb2.PolicyVersion:
-        raise errors.NotImplementedYet(
-            "putting a risk policy arrives with the risk-policy.v1 schema"
-        )
 
     async def ValidatePolicy(
         self, request: risk_pb2.ValidatePolicyRequest, context: Context
     ) -> risk_pb2.ValidatePolicyResponse:
-        raise errors.NotImplementedYet("policy validation arrives with the risk-policy.v1 schema")
+        document = json_format.MessageToDict(request.policy)
+        problems = policy.validate(document)
+        return risk_pb2.ValidatePolicyResponse(
+            valid=not problems,
+            problems=[risk_pb2.PolicyProblem(path=p.path, message=p.message) for p in problems],
+            digest="" if problems else policy.digest(document),
+        )
+
+    async def PutPolicy(
+        self, request: risk_pb2.PutPolicyRequest, context: Context
+    ) -> risk_pb2.PolicyVersion:
+        _require_role(RISK_OFFICER, "change the risk policy")
+        corr = correlation.current()
+        check = Checker()
+        check.id("accountId", request.account_id, required=False)
+        check.text("reason", request.reason, max_length=REASON_MAX, required=True)
+        check.done("invalid policy change")
+        document = json_format.MessageToDict(request.policy)
+        problems = policy.validate(document)
+        if problems:
+            await self._audit_rejected_policy(request, document, problems)
+            shown = "; ".join(f"{p.path or '/'}: {p.message}" for p in problems[:5])
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise errors.RiskPolicyInvalid(
+                f"the risk policy is invalid and was not applied; the active policy is "
+                f"unchanged. {len(problems)} problem(s): {shown}{more}",
+                field_errors=[errors.FieldError(p.path or "/", p.message) for p in problems],
+            )
+
+        def put(conn: Connection) -> versions.PolicyRecord:
+            self.outbox.ensure_capacity(conn)
+            locks.hold(conn, locks.tenant_key(corr.tenant_id))
+            record, previous = versions.put_version(
+                conn,
+                tenant_id=corr.tenant_id,
+                account_id=request.account_id,
+                document=document,
+                author=corr.user_id,
+                reason=request.reason.strip(),
+            )
+            self.outbox.add(
+                conn,
+                outbox.event(
+                    "risk.policy.updated",
+                    source="risk",
+                    outcome=outcomes.POLICY_ACTIVATED,
+                    reason=record.reason,
+                    policy_version=record.label,
+                    account_id=record.account_id,
+                    data={
+                        "version": record.version,
+                        "digest": record.digest,
+                        "author": record.author,
+                        "name": str(record.document.get("name", "")),
+                        "previousVersion": previous.label if previous else "",
+                        "previousDigest": previous.digest if previous else "",
+                    },
+                ),
+            )
+            return record
+
+        record = await self._serialised(put)
+        self.outbox.notify()
+        return _policy_message(record)
+
+    async def _audit_rejected_policy(
+        self,
+        request: risk_pb2.PutPolicyRequest,
+        document: dict[str, Any],
+        problems: list[policy.Problem],
+    ) -> None:
+        """A refused change is a decision too: who tried what, and why it was refused."""
+
+        def op(conn: Connection) -> None:
+            self.outbox.ensure_capacity(conn)
+            active = versions.active_policy(
+                conn, correlation.current().tenant_id, request.account_id
+            )
+            self.outbox.add(
+                conn,
+                outbox.event(
+                    "risk.policy.rejected",
+                    source="risk",
+                    outcome=outcomes.RISK_POLICY_INVALID,
+                    reason=f"{len(problems)} problem(s); the active policy is unchanged",
+                    policy_version=active.label if active else "",
+                    account_id=request.account_id,
+                    data={
+                        "schema": str(document.get("schema", "")),
+                        "problems": [{"path": p.path, "message": p.message} for p in problems],
+                        "requestReason": request.reason[:REASON_MAX],
+                    },
+                ),
+            )
+
+        await self.db.write(op)
+        self.outbox.notify()
 
     # -- pre-trade -------------------------------------------------------------------------
+
+    async def _decide(self, command: pretrade.Command) -> risk_pb2.RiskDecision:
+        """The decision, audited; if risk cannot decide, an audited no."""
+        try:
+            decision = await locks.retry(
+                lambda: self.db.write(lambda c: pretrade.decide(c, self.outbox, command, utcnow()))
+            )
+        except errors.Gate4Error:
+            raise  # e.g. the audit backlog is full: nothing can be recorded, so nothing runs
+        except Exception as exc:
+            log.exception("risk decision failed; refusing", extra={"command": command.kind})
+            why = "risk state is busy" if isinstance(exc, locks.Contended) else "internal error"
+            try:
+                decision = await self.db.write(
+                    lambda c: pretrade.undecided(c, self.outbox, command, why)
+                )
+            except Exception:
+                raise errors.RiskUnavailable(
+                    "risk controls could not decide or record a decision; nothing was executed"
+                ) from None
+        self.outbox.notify()
+        return decision
 
     async def CheckDeployment(
         self, request: risk_pb2.CheckDeploymentRequest, context: Context
@@ -95,49 +264,107 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
                 "unknown deployment action",
                 field_errors=[errors.FieldError("action", "create or stop")],
             )
-        return await self._decide(
-            pretrade.Command(
-                kind=f"deployment.{request.action}",
-                tenant_id=correlation.current().tenant_id,
-                account_id=request.account_id,
-                deployment_id=request.deployment_id,
-                reduces_risk=request.action == "stop",
-                details={
-                    "strategyId": request.strategy_id,
-                    "instruments": list(request.instruments),
-                    "capitalAllocation": request.capital_allocation,
-                    "mode": request.mode,
-                },
-            )
+        command = pretrade.Command(
+            kind=f"deployment.{request.action}",
+            tenant_id=correlation.current().tenant_id,
+            account_id=request.account_id,
+            deployment_id=request.deployment_id,
+            details={
+                "strategyId": request.strategy_id,
+                "instruments": list(request.instruments),
+                "capitalAllocation": request.capital_allocation,
+                "mode": request.mode,
+            },
         )
+        if request.action == "create":
+            try:
+                command.deployment = checks.deployment_context(
+                    request.account_id, list(request.instruments), request.capital_allocation
+                )
+            except checks.Undecidable as exc:
+                command.undecidable = str(exc)
+        return await self._decide(command)
 
     async def CheckOrder(
         self, request: risk_pb2.CheckOrderRequest, context: Context
     ) -> risk_pb2.RiskDecision:
-        order = request.order
-        return await self._decide(
-            pretrade.Command(
-                kind="order.submit",
-                tenant_id=correlation.current().tenant_id,
-                account_id=order.account_id,
-                deployment_id=order.deployment_id,
-                order_id=order.order_id,
-                reduces_risk=order.reduce_only,
-                details={
-                    "instrument": order.instrument,
-                    "side": order.side,
-                    "type": order.type,
-                    "quantity": order.quantity,
-                    "limitPrice": order.limit_price,
-                    "reduceOnly": order.reduce_only,
-                },
+        action = request.action or "submit"
+        if action not in ("submit", "cancel"):
+            raise errors.ValidationFailed(
+                "unknown order action",
+                field_errors=[errors.FieldError("action", "submit or cancel")],
             )
+        order = request.order
+        command = pretrade.Command(
+            kind=f"order.{action}",
+            tenant_id=correlation.current().tenant_id,
+            account_id=order.account_id,
+            deployment_id=order.deployment_id,
+            order_id=order.order_id,
+            details={
+                "instrument": order.instrument,
+                "side": order.side,
+                "type": order.type,
+                "quantity": order.quantity,
+                "limitPrice": order.limit_price,
+                "reduceOnly": order.reduce_only,
+                "markPrice": order.mark_price,
+                "markTime": json_format.MessageToDict(order)["markTime"]
+                if order.HasField("mark_time")
+                else "",
+                "positionQuantity": order.position_quantity,
+                "accountPositionQuantity": order.account_position_quantity,
+                "accountOpenOrders": order.account_open_orders,
+                "deploymentGrossExposure": order.deployment_gross_exposure,
+                "capitalAllocation": order.capital_allocation,
+            },
         )
+        if action == "submit":
+            try:
+                command.order = checks.order_context(order)
+            except checks.Undecidable as exc:
+                command.undecidable = str(exc)
+        return await self._decide(command)
 
     async def ReportEquity(
         self, request: risk_pb2.ReportEquityRequest, context: Context
     ) -> risk_pb2.ReportEquityResponse:
-        raise errors.NotImplementedYet("drawdown tracking arrives with the risk runtime")
+        tenant = correlation.current().tenant_id
+        check = Checker()
+        check.id("accountId", request.account_id)
+        check.id("deploymentId", request.deployment_id)
+        equity = _signed(check, "equity", request.equity, required=True)
+        realized = _signed(check, "realizedPnl", request.realized_pnl, required=False)
+        unrealized = _signed(check, "unrealizedPnl", request.unrealized_pnl, required=False)
+        check.done("invalid equity report")
+        report = drawdown.EquityReport(
+            account_id=request.account_id,
+            deployment_id=request.deployment_id,
+            equity=equity,
+            capital=equity - realized - unrealized,
+            at=as_utc(request.at.ToDatetime()) if request.HasField("at") else utcnow(),
+        )
+
+        def op(conn: Connection) -> drawdown.Result:
+            self.outbox.ensure_capacity(conn)
+            return drawdown.record(conn, self.outbox, tenant, report)
+
+        result = await self._serialised(op)
+        self.outbox.notify()
+        for switch in result.tripped:
+            job = await self.db.read(
+                partial(
+                    killswitch.enforcement_for,
+                    tenant_id=tenant,
+                    scope=switch.scope,
+                    scope_id=switch.scope_id,
+                )
+            )
+            if job is not None:
+                self.enforcer.enforce_later(job)
+        return risk_pb2.ReportEquityResponse(
+            tripped=result.tripped, states=result.states, applied=result.applied
+        )
 
     # -- kill switch -----------------------------------------------------------------------
 
@@ -160,9 +387,73 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
     async def EngageKillSwitch(
         self, request: risk_pb2.EngageKillSwitchRequest, context: Context
     ) -> risk_pb2.KillSwitch:
-        raise errors.NotImplementedYet("engaging a kill switch arrives with the risk runtime")
+        _require_role(RISK_OFFICER, "engage a kill switch")
+        corr = correlation.current()
+        ref = request.ref
+        killswitch.check_ref(corr.tenant_id, ref.scope, ref.scope_id)
+        reason = _reason(request.reason)
+
+        def op(conn: Connection) -> tuple[risk_pb2.KillSwitch, bool]:
+            self.outbox.ensure_capacity(conn)
+            locks.hold(conn, locks.tenant_key(corr.tenant_id))
+            # The policy that governs the scope: the account's own or the tenant-wide one.
+            if ref.scope == "deployment":
+                account = drawdown.account_of(conn, corr.tenant_id, ref.scope_id)
+            else:
+                account = ref.scope_id if ref.scope == "account" else ""
+            rule = drawdown.rule_for(conn, corr.tenant_id, account)
+            evidence = drawdown.evidence_now(conn, corr.tenant_id, ref.scope, ref.scope_id, rule)
+            return killswitch.engage(
+                conn,
+                self.outbox,
+                corr.tenant_id,
+                ref.scope,
+                ref.scope_id,
+                trigger=killswitch.MANUAL,
+                reason=reason,
+                by=corr.user_id,
+                evidence=evidence,
+                # Without a valid policy nobody said "flatten": cancel only.
+                flatten=rule.flatten,
+            )
+
+        state, changed = await self._serialised(op)
+        self.outbox.notify()
+        if not changed:
+            return state
+        job = await self.db.read(
+            lambda c: killswitch.enforcement_for(c, corr.tenant_id, ref.scope, ref.scope_id)
+        )
+        if job is not None:
+            await self.enforcer.enforce(job)
+        return await self.db.read(
+            lambda c: killswitch.get(c, corr.tenant_id, ref.scope, ref.scope_id)
+        )
 
     async def ReleaseKillSwitch(
         self, request: risk_pb2.ReleaseKillSwitchRequest, context: Context
     ) -> risk_pb2.KillSwitch:
-        raise errors.NotImplementedYet("releasing a kill switch arrives with the risk runtime")
+        _require_role(RISK_OFFICER, "release a kill switch")
+        corr = correlation.current()
+        ref = request.ref
+        killswitch.check_ref(corr.tenant_id, ref.scope, ref.scope_id)
+        reason = _reason(request.reason)
+
+        def op(conn: Connection) -> risk_pb2.KillSwitch:
+            self.outbox.ensure_capacity(conn)
+            locks.hold(conn, locks.tenant_key(corr.tenant_id))
+            state = killswitch.release(
+                conn,
+                self.outbox,
+                corr.tenant_id,
+                ref.scope,
+                ref.scope_id,
+                by=corr.user_id,
+                reason=reason,
+            )
+            drawdown.rebase(conn, corr.tenant_id, ref.scope, ref.scope_id)
+            return state
+
+        state = await self._serialised(op)
+        self.outbox.notify()
+        return state

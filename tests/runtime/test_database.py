@@ -171,3 +171,26 @@ def test_write_before_start_is_refused(database_url: str) -> None:
             asyncio.run(idle.write(insert("x")))
     finally:
         idle.close()
+
+
+def test_a_caller_that_went_away_does_not_stop_the_writer(db: Database) -> None:
+    """A cancelled caller (its RPC's client disconnected) must not kill the writer thread."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow(conn: Connection) -> int:
+        started.set()
+        release.wait(10)
+        return insert("orphan")(conn)
+
+    async def scenario() -> int:
+        orphan = asyncio.ensure_future(db.write(slow))
+        await asyncio.to_thread(started.wait, 10)
+        orphan.cancel()
+        await asyncio.gather(orphan, return_exceptions=True)
+        release.set()
+        # The writer survived: the next write commits and returns.
+        return await asyncio.wait_for(db.write(insert("after")), 10)
+
+    assert asyncio.run(scenario()) > 0
+    # The orphan's write committed all the same; nobody was there to read its result.
+    assert names(db) >= {"orphan", "after"}

@@ -9,12 +9,13 @@ requests share one fsync instead of paying one each. Reads run on a small thread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -150,10 +151,14 @@ class Database:
         self.batches += 1
         self.writes += len(batch)
         for pending, result, error in outcomes:
-            if error is not None:
-                pending.future.set_exception(error)
-            else:
-                pending.future.set_result(result)
+            # A caller that went away (its task cancelled, e.g. the RPC's client disconnected)
+            # cancelled its future: the write committed all the same and nobody awaits the
+            # result. Setting it would raise InvalidStateError and kill the writer thread.
+            with contextlib.suppress(InvalidStateError):
+                if error is not None:
+                    pending.future.set_exception(error)
+                else:
+                    pending.future.set_result(result)
 
     def _ensure_sqlite_folder(self) -> None:
         path = self.url.removeprefix("sqlite:///")

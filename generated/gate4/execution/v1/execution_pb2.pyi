@@ -107,6 +107,8 @@ class Deployment(_message.Message):
     DEGRADED_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DEGRADED_REASON_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     tenant_id: _builtins.str
     strategy_id: _builtins.str
@@ -122,6 +124,13 @@ class Deployment(_message.Message):
     drawdown: _builtins.str
     policy_version: _builtins.str
     degraded: _builtins.bool
+    """True after the orchestrator exhausted the venue retry budget; cleared by the next
+    successful venue submission.
+    """
+    degraded_reason: _builtins.str
+    """Why the deployment is degraded; empty when it is not."""
+    state_reason: _builtins.str
+    """Why the deployment last changed state (e.g. the stop reason, or why it failed)."""
     @_builtins.property
     def instruments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -154,10 +163,12 @@ class Deployment(_message.Message):
         degraded: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        degraded_reason: _builtins.str = ...,
+        state_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "kill_switch", b"kill_switch", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "capital_allocation", b"capital_allocation", "created_at", b"created_at", "degraded", b"degraded", "deployment_id", b"deployment_id", "drawdown", b"drawdown", "equity", b"equity", "instruments", b"instruments", "kill_switch", b"kill_switch", "mode", b"mode", "peak_equity", b"peak_equity", "policy_version", b"policy_version", "positions", b"positions", "realized_pnl", b"realized_pnl", "state", b"state", "strategy_id", b"strategy_id", "tenant_id", b"tenant_id", "unrealized_pnl", b"unrealized_pnl", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "capital_allocation", b"capital_allocation", "created_at", b"created_at", "degraded", b"degraded", "degraded_reason", b"degraded_reason", "deployment_id", b"deployment_id", "drawdown", b"drawdown", "equity", b"equity", "instruments", b"instruments", "kill_switch", b"kill_switch", "mode", b"mode", "peak_equity", b"peak_equity", "policy_version", b"policy_version", "positions", b"positions", "realized_pnl", b"realized_pnl", "state", b"state", "state_reason", b"state_reason", "strategy_id", b"strategy_id", "tenant_id", b"tenant_id", "unrealized_pnl", b"unrealized_pnl", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -348,6 +359,8 @@ class Order(_message.Message):
     FILLS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    VENUE_ATTEMPTS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     tenant_id: _builtins.str
     deployment_id: _builtins.str
@@ -367,6 +380,10 @@ class Order(_message.Message):
     client_order_id: _builtins.str
     outcome: _builtins.str
     reject_reason: _builtins.str
+    policy_version: _builtins.str
+    """Risk policy version of the decision that approved (or refused) the order."""
+    venue_attempts: _builtins.int
+    """Venue submission attempts the orchestrator made (retries included)."""
     @_builtins.property
     def fills(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fill]: ...
     @_builtins.property
@@ -395,10 +412,12 @@ class Order(_message.Message):
         fills: _abc.Iterable[Global___Fill] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        policy_version: _builtins.str = ...,
+        venue_attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "average_fill_price", b"average_fill_price", "client_order_id", b"client_order_id", "created_at", b"created_at", "deployment_id", b"deployment_id", "filled_quantity", b"filled_quantity", "fills", b"fills", "instrument", b"instrument", "limit_price", b"limit_price", "order_id", b"order_id", "outcome", b"outcome", "quantity", b"quantity", "reduce_only", b"reduce_only", "reject_reason", b"reject_reason", "side", b"side", "status", b"status", "tenant_id", b"tenant_id", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "average_fill_price", b"average_fill_price", "client_order_id", b"client_order_id", "created_at", b"created_at", "deployment_id", b"deployment_id", "filled_quantity", b"filled_quantity", "fills", b"fills", "instrument", b"instrument", "limit_price", b"limit_price", "order_id", b"order_id", "outcome", b"outcome", "policy_version", b"policy_version", "quantity", b"quantity", "reduce_only", b"reduce_only", "reject_reason", b"reject_reason", "side", b"side", "status", b"status", "tenant_id", b"tenant_id", "type", b"type", "updated_at", b"updated_at", "venue_attempts", b"venue_attempts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -225,6 +225,12 @@ Global___ListPolicyVersionsResponse: _TypeAlias = ListPolicyVersionsResponse  # 
 
 @_typing.final
 class OrderIntent(_message.Message):
+    """What execution knows about an order when it asks. Decimals are strings. account_id and
+    deployment_id are required (else RISK_UNDECIDED); an empty position, exposure or count means
+    none (zero); an empty capital_allocation skips the deployment-capital check; an empty
+    mark_price means no mark: the order is refused with MARK_MISSING unless it reduces risk.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
@@ -301,16 +307,20 @@ class CheckOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    action: _builtins.str
+    """"submit" (also when empty) or "cancel". A cancel is always approved, and audited."""
     @_builtins.property
     def order(self) -> Global___OrderIntent: ...
     def __init__(
         self,
         *,
         order: Global___OrderIntent | None = ...,
+        action: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "order", b"order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -365,6 +375,7 @@ class RiskDecision(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     DECISION_ID_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
+    BREACHES_FIELD_NUMBER: _builtins.int
     approved: _builtins.bool
     outcome: _builtins.str
     """"APPROVED" or the outcome code of the first breached check."""
@@ -373,6 +384,10 @@ class RiskDecision(_message.Message):
     decision_id: _builtins.str
     @_builtins.property
     def evidence(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def breaches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Breach]:
+        """Every breached check, the first one being `outcome`."""
+
     def __init__(
         self,
         *,
@@ -382,17 +397,57 @@ class RiskDecision(_message.Message):
         policy_version: _builtins.str = ...,
         decision_id: _builtins.str = ...,
         evidence: _struct_pb2.Struct | None = ...,
+        breaches: _abc.Iterable[Global___Breach] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "decision_id", b"decision_id", "evidence", b"evidence", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "breaches", b"breaches", "decision_id", b"decision_id", "evidence", b"evidence", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RiskDecision: _TypeAlias = RiskDecision  # noqa: Y015
 
 @_typing.final
+class Breach(_message.Message):
+    """One breached pre-trade check: which limit, the value the command would reach and the limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    outcome: _builtins.str
+    limit: _builtins.str
+    """The policy field, e.g. "limits.maxOrderNotional"."""
+    value: _builtins.str
+    threshold: _builtins.str
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        outcome: _builtins.str = ...,
+        limit: _builtins.str = ...,
+        value: _builtins.str = ...,
+        threshold: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "limit", b"limit", "outcome", b"outcome", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Breach: _TypeAlias = Breach  # noqa: Y015
+
+@_typing.final
 class ReportEquityRequest(_message.Message):
+    """A deployment's equity = capital allocation + realized + unrealized P&L, reported after each
+    mark or fill. `at` orders the reports (older than the last one are ignored) and timestamps
+    breach evidence, so the same reports always produce the same transitions.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
@@ -431,20 +486,81 @@ class ReportEquityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRIPPED_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    applied: _builtins.bool
+    """False when the report was older than the last one for the deployment and was ignored."""
     @_builtins.property
-    def tripped(self) -> _containers.RepeatedCompositeFieldContainer[Global___KillSwitch]: ...
+    def tripped(self) -> _containers.RepeatedCompositeFieldContainer[Global___KillSwitch]:
+        """Kill switches this report tripped (risk also asks execution to enforce them)."""
+
+    @_builtins.property
+    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___DrawdownState]:
+        """Drawdown of every tracked scope the report touched: deployment, account, tenant."""
+
     def __init__(
         self,
         *,
         tripped: _abc.Iterable[Global___KillSwitch] | None = ...,
+        states: _abc.Iterable[Global___DrawdownState] | None = ...,
+        applied: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tripped", b"tripped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "states", b"states", "tripped", b"tripped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportEquityResponse: _TypeAlias = ReportEquityResponse  # noqa: Y015
+
+@_typing.final
+class DrawdownState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    SCOPE_ID_FIELD_NUMBER: _builtins.int
+    EQUITY_FIELD_NUMBER: _builtins.int
+    PEAK_EQUITY_FIELD_NUMBER: _builtins.int
+    DRAWDOWN_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    CONFIRMATIONS_FIELD_NUMBER: _builtins.int
+    REQUIRED_CONFIRMATIONS_FIELD_NUMBER: _builtins.int
+    ENGAGED_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    scope: _builtins.str
+    scope_id: _builtins.str
+    equity: _builtins.str
+    peak_equity: _builtins.str
+    drawdown: _builtins.str
+    """Percent of the peak, e.g. "12.5"."""
+    threshold: _builtins.str
+    """The policy's maxDrawdownPct; empty when no valid policy covers the scope."""
+    confirmations: _builtins.int
+    """Consecutive breaching reports so far, and how many trip the switch."""
+    required_confirmations: _builtins.int
+    engaged: _builtins.bool
+    policy_version: _builtins.str
+    def __init__(
+        self,
+        *,
+        scope: _builtins.str = ...,
+        scope_id: _builtins.str = ...,
+        equity: _builtins.str = ...,
+        peak_equity: _builtins.str = ...,
+        drawdown: _builtins.str = ...,
+        threshold: _builtins.str = ...,
+        confirmations: _builtins.int = ...,
+        required_confirmations: _builtins.int = ...,
+        engaged: _builtins.bool = ...,
+        policy_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmations", b"confirmations", "drawdown", b"drawdown", "engaged", b"engaged", "equity", b"equity", "peak_equity", b"peak_equity", "policy_version", b"policy_version", "required_confirmations", b"required_confirmations", "scope", b"scope", "scope_id", b"scope_id", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrawdownState: _TypeAlias = DrawdownState  # noqa: Y015
 
 @_typing.final
 class KillSwitchRef(_message.Message):
@@ -471,6 +587,10 @@ Global___KillSwitchRef: _TypeAlias = KillSwitchRef  # noqa: Y015
 
 @_typing.final
 class BreachEvidence(_message.Message):
+    """What the scope's equity looked like when the switch engaged. Drawdown and threshold are
+    percent of the peak. Empty fields: the scope's equity was never reported.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PEAK_EQUITY_FIELD_NUMBER: _builtins.int
@@ -523,6 +643,9 @@ class KillSwitch(_message.Message):
     RELEASED_BY_FIELD_NUMBER: _builtins.int
     RELEASE_REASON_FIELD_NUMBER: _builtins.int
     FLATTEN_FIELD_NUMBER: _builtins.int
+    ENFORCEMENT_FIELD_NUMBER: _builtins.int
+    ENFORCEMENT_DETAIL_FIELD_NUMBER: _builtins.int
+    ENFORCED_AT_FIELD_NUMBER: _builtins.int
     scope: _builtins.str
     scope_id: _builtins.str
     engaged: _builtins.bool
@@ -534,12 +657,19 @@ class KillSwitch(_message.Message):
     release_reason: _builtins.str
     flatten: _builtins.bool
     """Whether the policy asked for positions in scope to be flattened when it tripped."""
+    enforcement: _builtins.str
+    """Execution's enforcement of the latest engagement: "pending", "enforced" or "failed"
+    (risk retries until enforced); empty while not engaged.
+    """
+    enforcement_detail: _builtins.str
     @_builtins.property
     def evidence(self) -> Global___BreachEvidence: ...
     @_builtins.property
     def engaged_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def released_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def enforced_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -555,10 +685,13 @@ class KillSwitch(_message.Message):
         released_by: _builtins.str = ...,
         release_reason: _builtins.str = ...,
         flatten: _builtins.bool = ...,
+        enforcement: _builtins.str = ...,
+        enforcement_detail: _builtins.str = ...,
+        enforced_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["engaged_at", b"engaged_at", "evidence", b"evidence", "released_at", b"released_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enforced_at", b"enforced_at", "engaged_at", b"engaged_at", "evidence", b"evidence", "released_at", b"released_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engaged", b"engaged", "engaged_at", b"engaged_at", "engaged_by", b"engaged_by", "evidence", b"evidence", "flatten", b"flatten", "reason", b"reason", "release_reason", b"release_reason", "released_at", b"released_at", "released_by", b"released_by", "scope", b"scope", "scope_id", b"scope_id", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enforced_at", b"enforced_at", "enforcement", b"enforcement", "enforcement_detail", b"enforcement_detail", "engaged", b"engaged", "engaged_at", b"engaged_at", "engaged_by", b"engaged_by", "evidence", b"evidence", "flatten", b"flatten", "reason", b"reason", "release_reason", b"release_reason", "released_at", b"released_at", "released_by", b"released_by", "scope", b"scope", "scope_id", b"scope_id", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

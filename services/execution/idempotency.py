@@ -1,0 +1,235 @@
+"""Idempotency keys (DESIGN.md section 3): exactly one side effect per key.
+
+A key is scoped to tenant + route. Claiming it inserts an `in_progress` record holding the
+digest of the request, a fencing token (`owner`) and a lease; the command's side effect and
+the key's completion (the serialized reply, or the refusal) are then written in ONE write op,
+so they commit together or not at all:
+
+- crash before that commit: nothing happened; once the lease lapses the retry takes the key
+  over (resumed) and reconciles whatever reached the venue before executing anything;
+- crash after it: the retry replays the stored result.
+
+Concurrent claims serialise on the primary key: `INSERT ... ON CONFLICT DO NOTHING` then
+`SELECT ... FOR UPDATE` on PostgreSQL, so with two processes exactly one inserts and the
+others see its record once it commits; SQLite has a single writer. Completion only succeeds
+for the owner that still holds the key, which fences out an attempt whose lease was taken.
+
+Transient failures (risk or a dependency unreachable) release the key: nothing was executed
+and the client may retry with the same key. Decisions (risk refusals, state conflicts) are
+stored and replayed. Completed keys are kept `GATE4_EXECUTION_IDEMPOTENCY_TTL_SECONDS`
+(at least 24 h) and then purged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from google.protobuf.message import Message
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from services.execution.store import idempotency as keys
+from services.runtime import correlation, errors
+from services.runtime.timeutil import as_utc
+
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+
+# Routes: a key is scoped to tenant + route.
+ROUTE_CREATE = "CreateDeployment"
+ROUTE_STOP = "StopDeployment"
+ROUTE_SUBMIT = "SubmitOrder"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This attempt holds the key. `resumed`: an earlier attempt's lease lapsed unfinished."""
+
+    route: str
+    key: str
+    owner: str
+    resource_id: str
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The first attempt's result, to replay."""
+
+    resource_id: str
+    response: bytes | None
+    error_code: str = ""
+    error_detail: str = ""
+    error_outcome: str = ""
+
+    def error(self) -> errors.Gate4Error:
+        cls = errors.error_class(self.error_code) or errors.InternalError
+        return cls(self.error_detail, outcome=self.error_outcome)
+
+
+def request_digest(request: Message) -> str:
+    """sha256 of the request's deterministic serialization, without its idempotency key."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    if "idempotency_key" in copy.DESCRIPTOR.fields_by_name:
+        copy.ClearField("idempotency_key")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _where(tenant_id: str, route: str, key: str) -> sa.ColumnElement[bool]:
+    return (keys.c.tenant_id == tenant_id) & (keys.c.route == route) & (keys.c.key == key)
+
+
+def claim(
+    conn: Connection,
+    *,
+    tenant_id: str,
+    route: str,
+    key: str,
+    digest: str,
+    resource_id: str,
+    now: datetime,
+    lease_seconds: float,
+    ttl_seconds: int,
+) -> Claim | Stored:
+    """Takes the key, or returns the stored result; raises 422/409 as the contract says."""
+    owner = uuid.uuid4().hex
+    lease_until = now + timedelta(seconds=lease_seconds)
+    fresh = {
+        "request_digest": digest,
+        "status": IN_PROGRESS,
+        "owner": owner,
+        "lease_until": lease_until,
+        "resource_id": resource_id,
+        "result_kind": "",
+        "response": None,
+        "error_code": "",
+        "error_detail": "",
+        "error_outcome": "",
+        "request_id": correlation.current().request_id,
+        "created_at": now,
+        "completed_at": None,
+        "expires_at": now + timedelta(seconds=ttl_seconds),
+    }
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(
+        dialect.insert(keys)
+        .values(tenant_id=tenant_id, route=route, key=key, **fresh)
+        .on_conflict_do_nothing()
+    )
+    row = (
+        conn.execute(sa.select(keys).where(_where(tenant_id, route, key)).with_for_update())
+        .one()
+        ._mapping
+    )
+    if row["owner"] == owner:
+        return Claim(route, key, owner, resource_id)
+    if row["status"] == COMPLETED and as_utc(row["expires_at"]) <= now:
+        # Expired but not purged yet: the key is free again.
+        conn.execute(sa.update(keys).where(_where(tenant_id, route, key)).values(**fresh))
+        return Claim(route, key, owner, resource_id)
+    if row["request_digest"] != digest:
+        raise errors.IdempotencyKeyReused(
+            "this Idempotency-Key was first used with a different request; use a new key for "
+            "a new command"
+        )
+    if row["status"] == COMPLETED:
+        return Stored(
+            resource_id=str(row["resource_id"]),
+            response=bytes(row["response"]) if row["response"] is not None else None,
+            error_code=str(row["error_code"]),
+            error_detail=str(row["error_detail"]),
+            error_outcome=str(row["error_outcome"]),
+        )
+    if as_utc(row["lease_until"]) > now:
+        raise errors.IdempotencyInProgress(
+            "a request with this Idempotency-Key is still being processed; retry shortly"
+        )
+    # The attempt holding the key stopped (crashed) without finishing: take it over.
+    conn.execute(
+        sa.update(keys)
+        .where(_where(tenant_id, route, key))
+        .values(owner=owner, lease_until=lease_until)
+    )
+    return Claim(route, key, owner, str(row["resource_id"]), resumed=True)
+
+
+def complete(
+    conn: Connection,
+    tenant_id: str,
+    claim_: Claim | None,
+    now: datetime,
+    *,
+    response: bytes | None = None,
+    error: errors.Gate4Error | None = None,
+) -> None:
+    """Stores the result in the same transaction as the side effect (no-op without a key)."""
+    if claim_ is None:
+        return
+    done = conn.execute(
+        sa.update(keys)
+        .where(
+            _where(tenant_id, claim_.route, claim_.key),
+            keys.c.owner == claim_.owner,
+            keys.c.status == IN_PROGRESS,
+        )
+        .values(**_result(now, response, error))
+    ).rowcount
+    if not done:
+        # Another attempt took the key over after our lease lapsed: raising rolls back this
+        # attempt's side effect with it, and the client sees the key as busy.
+        raise errors.IdempotencyInProgress(
+            "this request ran past its lease and another attempt took its Idempotency-Key over; "
+            "retry with the same key to get that attempt's result"
+        )
+
+
+def complete_unowned(
+    conn: Connection, tenant_id: str, route: str, key: str, now: datetime, response: bytes
+) -> None:
+    """Completes a key whose attempt died, from reconciliation (the order row is locked)."""
+    conn.execute(
+        sa.update(keys)
+        .where(_where(tenant_id, route, key), keys.c.status == IN_PROGRESS)
+        .values(**_result(now, response, None))
+    )
+
+
+def release(conn: Connection, tenant_id: str, claim_: Claim | None) -> None:
+    """Frees the key after a transient failure: nothing was executed, the retry may run."""
+    if claim_ is None:
+        return
+    conn.execute(
+        sa.delete(keys).where(
+            _where(tenant_id, claim_.route, claim_.key),
+            keys.c.owner == claim_.owner,
+            keys.c.status == IN_PROGRESS,
+        )
+    )
+
+
+def purge_expired(conn: Connection, now: datetime) -> int:
+    return int(
+        conn.execute(
+            sa.delete(keys).where(keys.c.status == COMPLETED, keys.c.expires_at <= now)
+        ).rowcount
+    )
+
+
+def _result(
+    now: datetime, response: bytes | None, error: errors.Gate4Error | None
+) -> dict[str, object]:
+    if error is not None:
+        return {
+            "status": COMPLETED,
+            "result_kind": "error",
+            "error_code": error.error_code(),
+            "error_detail": error.detail,
+            "error_outcome": error.outcome,
+            "completed_at": now,
+        }
+    return {"status": COMPLETED, "result_kind": "reply", "response": response, "completed_at": now}

@@ -1,0 +1,360 @@
+"""Orders: recording them, applying what the venue reports, and the reduce-only guard.
+
+An approved order is recorded `accepted` with venue_state `pending` (and a lease) before it is
+sent, so an in-flight order is never invisible: it counts as open, reserves what it reduces,
+and after a crash is reconciled with the venue by its client order id. The venue's report is
+then applied in one write op: new fills (deduplicated by fill id), the position and its P&L,
+the order's status, the audit events and, for a keyed command, the idempotency key.
+
+Wrong-side execution is a SEV-1: a reduce-only order (and every flatten) must be on the side
+that reduces the position and no larger than what is left to reduce once other open
+reduce-only orders are counted. The check runs in the same transaction that records the
+order, under the deployment's row lock, so two concurrent reducers cannot both take the
+same quantity and flip the position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gate4.execution.v1 import execution_pb2
+from services.execution import store, venue
+from services.execution.positions import PLACES, ZERO, dec, fmt, reducing_side
+from services.execution.positions import value as positions_value
+from services.execution.venue import ExecutionReport
+from services.runtime import errors, outbox
+from services.runtime.outbox import Outbox
+
+ACCEPTED = "accepted"
+PARTIALLY_FILLED = "partially_filled"
+FILLED = "filled"
+CANCELLED = "cancelled"
+REJECTED = "rejected"
+STATUSES = (ACCEPTED, PARTIALLY_FILLED, FILLED, CANCELLED, REJECTED)
+OPEN_STATUSES = (ACCEPTED, PARTIALLY_FILLED)
+
+PENDING = "pending"
+CONFIRMED = "confirmed"
+
+# Outcome codes the execution layer itself gives orders (risk's come from its decision).
+REDUCE_ONLY_VIOLATION = "REDUCE_ONLY_VIOLATION"
+VENUE_REJECTED = "VENUE_REJECTED"
+VENUE_RETRY_BUDGET_EXHAUSTED = "VENUE_RETRY_BUDGET_EXHAUSTED"
+VENUE_NOT_RECEIVED = "VENUE_NOT_RECEIVED"
+
+orders = store.orders
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A validated order: what the client (or a flatten) asks for."""
+
+    deployment_id: str
+    instrument: str
+    side: str
+    type: str
+    quantity: Decimal
+    limit_price: Decimal | None = None
+    reduce_only: bool = False
+    client_order_id: str = ""
+
+
+def open_orders(
+    conn: Connection, tenant_id: str, *, deployment_id: str = "", account_id: str = ""
+) -> list[sa.RowMapping]:
+    query = sa.select(orders).where(
+        orders.c.tenant_id == tenant_id, orders.c.status.in_(OPEN_STATUSES)
+    )
+    if deployment_id:
+        query = query.where(orders.c.deployment_id == deployment_id)
+    if account_id:
+        query = query.where(orders.c.account_id == account_id)
+    return [r._mapping for r in conn.execute(query.order_by(orders.c.order_id)).all()]
+
+
+def pending_orders(
+    conn: Connection, *, deployment_id: str = "", expired_before: datetime | None = None
+) -> list[sa.RowMapping]:
+    """Orders sent (or about to be sent) whose venue answer is not recorded yet."""
+    query = sa.select(orders).where(orders.c.venue_state == PENDING)
+    if deployment_id:
+        query = query.where(orders.c.deployment_id == deployment_id)
+    if expired_before is not None:
+        query = query.where(orders.c.lease_until < expired_before)
+    return [r._mapping for r in conn.execute(query.order_by(orders.c.order_id)).all()]
+
+
+def remaining(row: sa.RowMapping) -> Decimal:
+    return dec(str(row["quantity"])) - dec(str(row["filled_quantity"]))
+
+
+def reducible(conn: Connection, tenant_id: str, deployment_id: str, instrument: str) -> Decimal:
+    """Signed quantity still to reduce: the position less open reduce-only orders' remainders."""
+    position = store.get_position(conn, deployment_id, instrument).quantity
+    side = reducing_side(position)
+    if side is None:
+        return ZERO
+    reserved = sum(
+        (
+            remaining(r)
+            for r in open_orders(conn, tenant_id, deployment_id=deployment_id)
+            if r["instrument"] == instrument and r["reduce_only"] and r["side"] == side
+        ),
+        ZERO,
+    )
+    left = abs(position) - reserved
+    if left <= 0:
+        return ZERO
+    return left if position > 0 else -left
+
+
+def check_reduce_only(conn: Connection, tenant_id: str, deployment_id: str, intent: Intent) -> None:
+    """Refuses a reduce-only order on the wrong side or larger than what is left to reduce."""
+    left = reducible(conn, tenant_id, deployment_id, intent.instrument)
+    side = reducing_side(left)
+    if side is None:
+        raise errors.RiskLimitBreached(
+            f"reduce-only {intent.side} of {intent.instrument}: the deployment has no position "
+            "left to reduce",
+            outcome=REDUCE_ONLY_VIOLATION,
+        )
+    if intent.side != side:
+        raise errors.RiskLimitBreached(
+            f"reduce-only {intent.side} of {intent.instrument} would increase the position "
+            f"{fmt(left)}; only a {side} reduces it",
+            outcome=REDUCE_ONLY_VIOLATION,
+        )
+    if intent.quantity > abs(left):
+        raise errors.RiskLimitBreached(
+            f"reduce-only {intent.side} of {fmt(intent.quantity)} {intent.instrument} exceeds the "
+            f"{fmt(abs(left))} left to reduce and would flip the position",
+            outcome=REDUCE_ONLY_VIOLATION,
+        )
+
+
+def insert_pending(
+    conn: Connection,
+    *,
+    order_id: str,
+    deployment: sa.RowMapping,
+    intent: Intent,
+    policy_version: str,
+    outcome: str,
+    idempotency_key: str,
+    request_id: str,
+    lease_until: datetime,
+    now: datetime,
+) -> None:
+    conn.execute(
+        sa.insert(orders).values(
+            order_id=order_id,
+            tenant_id=deployment["tenant_id"],
+            deployment_id=deployment["deployment_id"],
+            account_id=deployment["account_id"],
+            instrument=intent.instrument,
+            side=intent.side,
+            type=intent.type,
+            quantity=fmt(intent.quantity),
+            limit_price=fmt(intent.limit_price) if intent.limit_price is not None else "",
+            filled_quantity="0",
+            average_fill_price="",
+            status=ACCEPTED,
+            reduce_only=intent.reduce_only,
+            client_order_id=intent.client_order_id,
+            outcome=outcome,
+            reject_reason="",
+            policy_version=policy_version,
+            venue_attempts=0,
+            venue_state=PENDING,
+            lease_until=lease_until,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def _order_event(
+    box: Outbox,
+    conn: Connection,
+    row: sa.RowMapping,
+    type_: str,
+    *,
+    outcome: str,
+    reason: str = "",
+    data: Mapping[str, object] | None = None,
+) -> None:
+    box.add(
+        conn,
+        outbox.event(
+            type_,
+            source="execution",
+            outcome=outcome,
+            reason=reason,
+            policy_version=str(row["policy_version"]),
+            account_id=str(row["account_id"]),
+            deployment_id=str(row["deployment_id"]),
+            order_id=str(row["order_id"]),
+            data={
+                "instrument": row["instrument"],
+                "side": row["side"],
+                "type": row["type"],
+                "quantity": row["quantity"],
+                "reduceOnly": bool(row["reduce_only"]),
+                **(data or {}),
+            },
+        ),
+    )
+
+
+def apply_report(
+    conn: Connection,
+    box: Outbox,
+    tenant_id: str,
+    order_id: str,
+    report: ExecutionReport,
+    now: datetime,
+    *,
+    attempts: int | None = None,
+    event_data: Mapping[str, object] | None = None,
+) -> execution_pb2.Order:
+    """Brings the order up to what the venue reports; idempotent (fills dedupe by id)."""
+    row = store.order_row(conn, tenant_id, order_id, for_update=True)
+    if row is None:
+        raise errors.NotFound(f"order {order_id!r} not found")
+    known = set(
+        conn.execute(
+            sa.select(store.fills.c.fill_id).where(store.fills.c.order_id == order_id)
+        ).scalars()
+    )
+    new = [f for f in report.fills if f.fill_id not in known]
+    deployment_id, instrument = str(row["deployment_id"]), str(row["instrument"])
+    position = store.get_position(conn, deployment_id, instrument)
+    for fill in new:
+        conn.execute(
+            sa.insert(store.fills).values(
+                fill_id=fill.fill_id,
+                tenant_id=tenant_id,
+                order_id=order_id,
+                deployment_id=deployment_id,
+                instrument=instrument,
+                side=row["side"],
+                quantity=fmt(fill.quantity),
+                price=fmt(fill.price),
+                at=fill.at,
+            )
+        )
+        position = position.apply_fill(str(row["side"]), fill.quantity, fill.price)
+    if new:
+        store.save_position(conn, tenant_id, str(row["account_id"]), deployment_id, position)
+        refresh_peak(conn, tenant_id, deployment_id)
+
+    filled = sum((f.quantity for f in report.fills), ZERO)
+    notional = sum((f.quantity * f.price for f in report.fills), ZERO)
+    status = _status(report, filled)
+    values: dict[str, object] = {
+        "filled_quantity": fmt(filled),
+        "average_fill_price": fmt((notional / filled).quantize(PLACES)) if filled else "",
+        "status": status,
+        "venue_state": CONFIRMED,
+        "lease_until": None,
+        "updated_at": now,
+    }
+    if attempts is not None:
+        values["venue_attempts"] = attempts
+    if status == REJECTED:
+        values["outcome"] = VENUE_REJECTED
+        values["reject_reason"] = report.reason or "rejected by the venue"
+    conn.execute(sa.update(orders).where(orders.c.order_id == order_id).values(**values))
+    if new or status != row["status"] or row["venue_state"] == PENDING:
+        _order_event(
+            box,
+            conn,
+            row,
+            # "order.accepted" is the risk-approved record; the venue taking it is "resting".
+            "order.resting" if status == ACCEPTED else f"order.{status}",
+            outcome=str(values.get("outcome", row["outcome"])),
+            reason=report.reason,
+            data={
+                "status": status,
+                "filledQuantity": fmt(filled),
+                "fills": [
+                    {"fillId": f.fill_id, "quantity": fmt(f.quantity), "price": fmt(f.price)}
+                    for f in new
+                ],
+                **(event_data or {}),
+            },
+        )
+    updated = store.order_row(conn, tenant_id, order_id)
+    assert updated is not None
+    return store.order_message(conn, updated)
+
+
+def _status(report: ExecutionReport, filled: Decimal) -> str:
+    if report.status == venue.REJECTED:
+        return REJECTED
+    if report.status == venue.CANCELLED:
+        return CANCELLED
+    if report.status == venue.FILLED:
+        return FILLED
+    return PARTIALLY_FILLED if filled > 0 else ACCEPTED
+
+
+def reject(
+    conn: Connection,
+    box: Outbox,
+    tenant_id: str,
+    order_id: str,
+    now: datetime,
+    *,
+    outcome: str,
+    reason: str,
+    attempts: int | None = None,
+    event_data: Mapping[str, object] | None = None,
+) -> execution_pb2.Order:
+    """Rejects an order the venue does not have (never sent, or given up on)."""
+    row = store.order_row(conn, tenant_id, order_id, for_update=True)
+    if row is None:
+        raise errors.NotFound(f"order {order_id!r} not found")
+    values: dict[str, object] = {
+        "status": REJECTED,
+        "outcome": outcome,
+        "reject_reason": reason,
+        "venue_state": CONFIRMED,
+        "lease_until": None,
+        "updated_at": now,
+    }
+    if attempts is not None:
+        values["venue_attempts"] = attempts
+    conn.execute(sa.update(orders).where(orders.c.order_id == order_id).values(**values))
+    _order_event(box, conn, row, "order.rejected", outcome=outcome, reason=reason, data=event_data)
+    updated = store.order_row(conn, tenant_id, order_id)
+    assert updated is not None
+    return store.order_message(conn, updated)
+
+
+def refresh_peak(conn: Connection, tenant_id: str, deployment_id: str) -> None:
+    """Raises the deployment's stored peak equity to its equity at the current marks."""
+    row = store.deployment_row(conn, tenant_id, deployment_id)
+    if row is None:
+        return
+    peak = str(row["peak_equity"])
+    valuation = positions_value(
+        dec(str(row["capital_allocation"])),
+        store.deployment_positions(conn, deployment_id),
+        store.mark_prices(conn, tenant_id),
+        Decimal(peak) if peak else None,
+    )
+    if fmt(valuation.peak_equity) != peak:
+        conn.execute(
+            sa.update(store.deployments)
+            .where(store.deployments.c.deployment_id == deployment_id)
+            .values(peak_equity=fmt(valuation.peak_equity))
+        )

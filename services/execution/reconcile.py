@@ -1,0 +1,220 @@
+"""Reconciliation by client order id: settling what a dead process left in flight.
+
+Never blind: it only asks the venue what it has for the client order id (our order id) and
+adopts that; it never submits anything.
+
+- An order recorded as pending whose lease lapsed: found at the venue, its fills and state
+  are adopted (FOUND_AT_VENUE); not found, it is rejected with VENUE_NOT_RECEIVED
+  (NOT_AT_VENUE). Its idempotency key completes with the result, so the client's retry
+  replays it.
+- A deployment left `stopping` whose stop lease lapsed: the stop is finished.
+- Open orders: fills the venue made that were never recorded (a crash after a mark) are
+  adopted.
+
+`run_once` runs at startup and then periodically, so a replica also settles another
+replica's crash; a keyed retry that arrives first settles its own order (`settle_order`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gate4.execution.v1 import execution_pb2
+from services.execution import deployments, idempotency, orders, store
+from services.execution.idempotency import ROUTE_SUBMIT, Claim
+from services.execution.positions import dec
+from services.execution.venue import ExecutionReport, VenueError
+from services.runtime import correlation, errors, outbox
+from services.runtime.outbox import Outbox
+from services.runtime.timeutil import as_utc, utcnow
+
+if TYPE_CHECKING:
+    from services.execution.commands import Commands
+
+log = logging.getLogger("gate4.execution.reconcile")
+
+FOUND_AT_VENUE = "FOUND_AT_VENUE"
+NOT_AT_VENUE = "NOT_AT_VENUE"
+
+
+def reconciled_event(
+    box: Outbox, conn: Connection, order: execution_pb2.Order, outcome: str, reason: str
+) -> None:
+    box.add(
+        conn,
+        outbox.event(
+            "order.reconciled",
+            source="execution",
+            outcome=outcome,
+            reason=reason,
+            policy_version=order.policy_version,
+            account_id=order.account_id,
+            deployment_id=order.deployment_id,
+            order_id=order.order_id,
+            data={"status": order.status, "clientOrderId": order.order_id},
+        ),
+    )
+
+
+async def settle_order(
+    commands: Commands, row: sa.RowMapping, claim: Claim | None = None
+) -> execution_pb2.Order:
+    """Settles an order whose venue answer was never recorded, by client order id."""
+    tenant, order_id = str(row["tenant_id"]), str(row["order_id"])
+    lease = row["lease_until"]
+    if row["venue_state"] == orders.PENDING and lease is not None and as_utc(lease) > utcnow():
+        raise errors.IdempotencyInProgress(
+            f"order {order_id} is still being sent to the venue; retry shortly"
+        )
+    report = None
+    if row["venue_state"] == orders.PENDING:
+        report = await commands.venue.lookup(tenant, order_id)
+    box = commands.box
+
+    def op(conn: Connection) -> execution_pb2.Order:
+        now = utcnow()
+        current = store.order_row(conn, tenant, order_id, for_update=True)
+        assert current is not None
+        if current["venue_state"] != orders.PENDING:
+            order = store.order_message(conn, current)  # settled meanwhile
+        elif report is not None:
+            order = orders.apply_report(
+                conn, box, tenant, order_id, report, now, event_data={"reconciled": True}
+            )
+            reconciled_event(
+                box, conn, order, FOUND_AT_VENUE, "the venue had the order; its answer was adopted"
+            )
+        else:
+            order = orders.reject(
+                conn,
+                box,
+                tenant,
+                order_id,
+                now,
+                outcome=orders.VENUE_NOT_RECEIVED,
+                reason="the venue never received the order; it was not resubmitted",
+                event_data={"reconciled": True},
+            )
+            reconciled_event(box, conn, order, NOT_AT_VENUE, "rejected; not resubmitted")
+        body = order.SerializeToString()
+        if claim is not None:
+            idempotency.complete(conn, tenant, claim, now, response=body)
+        elif current["idempotency_key"]:
+            idempotency.complete_unowned(
+                conn, tenant, ROUTE_SUBMIT, str(current["idempotency_key"]), now, body
+            )
+        return order
+
+    order = await commands.write(op)
+    if report is not None and report.fills:
+        await commands.report_equity([order.deployment_id])
+    return order
+
+
+async def run_once(commands: Commands) -> int:
+    """One pass: lapsed in-flight orders, lapsed stops, then open orders' missed fills."""
+    now = utcnow()
+    done = 0
+    lapsed = await commands.db.read(lambda c: orders.pending_orders(c, expired_before=now))
+    for row in lapsed:
+        with correlation.bound(_acting_for(str(row["tenant_id"]), str(row["request_id"]))):
+            try:
+                await settle_order(commands, row)
+                done += 1
+            except Exception:
+                log.exception("reconciliation failed", extra={"order_id": row["order_id"]})
+    stops = await commands.db.read(lambda c: _lapsed_stops(c, now))
+    lease = commands.lease
+    for row in stops:
+        with correlation.bound(_acting_for(str(row["tenant_id"]), "")):
+            try:
+                if await commands.write(partial(_take_stop, row=row, now=now, lease=lease)):
+                    await commands.finish_stop(
+                        str(row["deployment_id"]),
+                        bool(row["stop_flatten"]),
+                        str(row["state_reason"]) or "stop resumed after a restart",
+                        None,
+                    )
+                    done += 1
+            except Exception:
+                log.exception("stop resume failed", extra={"deployment_id": row["deployment_id"]})
+    return done + await _sweep_open(commands)
+
+
+async def _sweep_open(commands: Commands) -> int:
+    rows = await commands.db.read(_open_confirmed)
+    done = 0
+    for row in rows:
+        tenant, order_id = str(row["tenant_id"]), str(row["order_id"])
+        try:
+            report = await commands.venue.lookup(tenant, order_id)
+        except VenueError:
+            continue
+        if report is None or _unchanged(row, report):
+            continue
+        with correlation.bound(_acting_for(tenant, str(row["request_id"]))):
+            order = await commands.write(
+                partial(
+                    orders.apply_report,
+                    box=commands.box,
+                    tenant_id=tenant,
+                    order_id=order_id,
+                    report=report,
+                    now=utcnow(),
+                    event_data={"reconciled": True},
+                )
+            )
+            await commands.report_equity([order.deployment_id])
+        done += 1
+    return done
+
+
+def _acting_for(tenant: str, request_id: str) -> correlation.Correlation:
+    """Reconciliation acts for the tenant, under the original request id when known."""
+    return correlation.Correlation(
+        request_id=request_id or correlation.new_request_id(),
+        tenant_id=tenant,
+        user_id="execution-reconciler",
+        channel="internal",
+    )
+
+
+def _take_stop(conn: Connection, *, row: sa.RowMapping, now: datetime, lease: timedelta) -> bool:
+    taken = conn.execute(
+        sa.update(store.deployments)
+        .where(
+            store.deployments.c.deployment_id == row["deployment_id"],
+            store.deployments.c.state == deployments.STOPPING,
+            store.deployments.c.stop_lease_until < now,
+        )
+        .values(stop_lease_until=utcnow() + lease)
+    ).rowcount
+    return bool(taken)
+
+
+def _lapsed_stops(conn: Connection, now: datetime) -> list[sa.RowMapping]:
+    d = store.deployments
+    rows = conn.execute(
+        sa.select(d).where(d.c.state == deployments.STOPPING, d.c.stop_lease_until < now)
+    ).all()
+    return [r._mapping for r in rows]
+
+
+def _open_confirmed(conn: Connection) -> list[sa.RowMapping]:
+    o = store.orders
+    rows = conn.execute(
+        sa.select(o).where(
+            o.c.status.in_(orders.OPEN_STATUSES), o.c.venue_state == orders.CONFIRMED
+        )
+    ).all()
+    return [r._mapping for r in rows]
+
+
+def _unchanged(row: sa.RowMapping, report: ExecutionReport) -> bool:
+    return dec(str(row["filled_quantity"])) == report.filled_quantity and report.status == "open"

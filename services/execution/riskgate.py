@@ -1,0 +1,99 @@
+"""The execution side of the risk contract: pre-trade gates, equity reports, kill-switch reads.
+
+Fail closed: any failure to get a decision (risk down, erroring, too slow) is
+RISK_UNAVAILABLE and the command does not run. Equity reports and kill-switch reads are
+best effort: they never fail the command that made them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import grpc
+
+from gate4.risk.v1 import risk_pb2
+from services.execution.store import KillSwitchView
+from services.runtime import errors
+
+if TYPE_CHECKING:
+    from gate4.risk.v1.risk_pb2_grpc import RiskServiceAsyncStub
+
+log = logging.getLogger("gate4.execution.risk")
+
+APPROVED = "APPROVED"
+KILL_SWITCH_ENGAGED = "KILL_SWITCH_ENGAGED"
+#: The outcome execution records when it acted without a decision (risk-reducing stop only).
+RISK_UNAVAILABLE = "RISK_UNAVAILABLE"
+READ_TIMEOUT_SECONDS = 1.0
+
+
+def refusal(decision: risk_pb2.RiskDecision) -> errors.Gate4Error:
+    """The error a refused command answers with: 423 for a held kill switch, else 422."""
+    if decision.outcome == KILL_SWITCH_ENGAGED:
+        return errors.KillSwitchEngaged(decision.reason, outcome=decision.outcome)
+    return errors.RiskLimitBreached(
+        decision.reason or "refused by the pre-trade risk checks", outcome=decision.outcome
+    )
+
+
+def unavailable(exc: grpc.aio.AioRpcError) -> errors.RiskUnavailable:
+    return errors.RiskUnavailable(
+        f"risk controls could not decide ({exc.code().name.lower()}); nothing was executed",
+        outcome=RISK_UNAVAILABLE,
+    )
+
+
+class RiskGate:
+    def __init__(self, stub: RiskServiceAsyncStub) -> None:
+        self.stub = stub
+
+    async def check_order(self, intent: risk_pb2.OrderIntent) -> risk_pb2.RiskDecision:
+        try:
+            return await self.stub.CheckOrder(risk_pb2.CheckOrderRequest(order=intent))
+        except grpc.aio.AioRpcError as exc:
+            raise unavailable(exc) from None
+
+    async def check_deployment(
+        self, request: risk_pb2.CheckDeploymentRequest
+    ) -> risk_pb2.RiskDecision:
+        try:
+            return await self.stub.CheckDeployment(request)
+        except grpc.aio.AioRpcError as exc:
+            raise unavailable(exc) from None
+
+    async def report_equity(
+        self, request: risk_pb2.ReportEquityRequest
+    ) -> list[risk_pb2.KillSwitch]:
+        """Switches the report tripped; [] when risk could not be told (logged, not raised)."""
+        try:
+            reply = await self.stub.ReportEquity(request)
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "equity report not delivered to risk",
+                extra={"deployment_id": request.deployment_id, "code": exc.code().name},
+            )
+            return []
+        return list(reply.tripped)
+
+    async def switch_for(
+        self, tenant_id: str, account_id: str, deployment_id: str
+    ) -> KillSwitchView | None:
+        """The engaged switch holding the deployment (tenant, account, then deployment scope);
+        None when risk cannot be asked."""
+        try:
+            reply = await self.stub.ListKillSwitches(
+                risk_pb2.ListKillSwitchesRequest(engaged_only=True), timeout=READ_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        engaged = {(s.scope, s.scope_id): s for s in reply.kill_switches if s.engaged}
+        for scope, scope_id in (
+            ("tenant", tenant_id),
+            ("account", account_id),
+            ("deployment", deployment_id),
+        ):
+            switch = engaged.get((scope, scope_id))
+            if switch is not None:
+                return KillSwitchView(True, scope, scope_id, switch.reason or switch.trigger)
+        return KillSwitchView()

@@ -1,0 +1,419 @@
+"""The pre-trade checks: pure functions of the policy, the command and what risk counted.
+
+Every check runs, so a refusal names all breached limits; the first one in this order is
+the decision's outcome. A value equal to its limit passes; only a value above it breaches.
+Orders are valued at their limit price (limit orders) or the last mark (market orders);
+positions are valued at the mark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from gate4.risk.v1 import risk_pb2
+from services.risk import outcomes
+from services.risk.policy import Instruments, Policy
+from services.runtime.timeutil import as_utc
+from services.runtime.validation import INSTRUMENT_RE
+
+SIDES = ("buy", "sell")
+ORDER_TYPES = ("market", "limit")
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+
+
+class Undecidable(ValueError):
+    """The command cannot be evaluated (malformed or missing input): the answer is no."""
+
+
+@dataclass(frozen=True)
+class Breach:
+    outcome: str
+    #: The policy field, e.g. "limits.maxOrderNotional".
+    limit: str
+    value: str
+    threshold: str
+    detail: str
+
+    def message(self) -> risk_pb2.Breach:
+        return risk_pb2.Breach(
+            outcome=self.outcome,
+            limit=self.limit,
+            value=self.value,
+            threshold=self.threshold,
+            detail=self.detail,
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "outcome": self.outcome,
+            "limit": self.limit,
+            "value": self.value,
+            "threshold": self.threshold,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class OrderContext:
+    """An order and what execution knows around it (OrderIntent), parsed and checked."""
+
+    instrument: str
+    side: str
+    type: str
+    quantity: Decimal
+    limit_price: Decimal | None
+    reduce_only: bool
+    #: Signed positions before the order: the deployment's and the whole account's.
+    position: Decimal
+    account_position: Decimal
+    account_open_orders: int
+    capital_allocation: Decimal | None
+    deployment_gross_exposure: Decimal
+    mark_price: Decimal | None
+    mark_time: datetime | None
+
+    @property
+    def signed_quantity(self) -> Decimal:
+        return self.quantity if self.side == "buy" else -self.quantity
+
+    def price(self) -> Decimal | None:
+        """What one unit of the order is worth: its limit price, or the mark for market orders."""
+        return self.limit_price if self.type == "limit" else self.mark_price
+
+
+@dataclass(frozen=True)
+class DeploymentContext:
+    instruments: tuple[str, ...]
+    capital_allocation: Decimal
+
+
+def fmt(value: Decimal) -> str:
+    """Plain decimal text without exponent or trailing zeros: 64000.50 -> "64000.5"."""
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def pct(value: Decimal) -> str:
+    return fmt(value.quantize(Decimal("0.0001")))
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def _decimal(
+    name: str, value: str, *, signed: bool = False, default: Decimal | None = None
+) -> Decimal:
+    if not value:
+        if default is None:
+            raise Undecidable(f"{name} is missing")
+        return default
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise Undecidable(f"{name} {value!r} is not a decimal") from None
+    if not number.is_finite() or (not signed and number < 0):
+        raise Undecidable(
+            f"{name} {value!r} is not a {'finite' if signed else 'non-negative'} decimal"
+        )
+    return number
+
+
+def order_context(intent: risk_pb2.OrderIntent) -> OrderContext:
+    """Parses an OrderIntent; raises Undecidable naming the first bad field."""
+    if not INSTRUMENT_RE.match(intent.instrument):
+        raise Undecidable(f"instrument {intent.instrument!r} is not an instrument symbol")
+    if intent.side not in SIDES:
+        raise Undecidable(f"side {intent.side!r} is not buy or sell")
+    if not intent.account_id or not intent.deployment_id:
+        raise Undecidable("the order names no account or no deployment")
+    order_type = intent.type
+    if order_type not in ORDER_TYPES:
+        raise Undecidable(f"type {intent.type!r} is not market or limit")
+    quantity = _decimal("quantity", intent.quantity)
+    if quantity <= 0:
+        raise Undecidable("quantity must be greater than zero")
+    limit_price = None
+    if order_type == "limit":
+        limit_price = _decimal("limitPrice", intent.limit_price)
+        if limit_price <= 0:
+            raise Undecidable("limitPrice must be greater than zero")
+    mark_price = _decimal("markPrice", intent.mark_price, default=ZERO) or None
+    if intent.account_open_orders < 0 or intent.open_orders < 0:
+        raise Undecidable("open order counts cannot be negative")
+    capital = _decimal("capitalAllocation", intent.capital_allocation, default=ZERO)
+    return OrderContext(
+        instrument=intent.instrument,
+        side=intent.side,
+        type=order_type,
+        quantity=quantity,
+        limit_price=limit_price,
+        reduce_only=intent.reduce_only,
+        position=_decimal("positionQuantity", intent.position_quantity, signed=True, default=ZERO),
+        account_position=_decimal(
+            "accountPositionQuantity", intent.account_position_quantity, signed=True, default=ZERO
+        ),
+        account_open_orders=intent.account_open_orders,
+        capital_allocation=capital if capital > 0 else None,
+        deployment_gross_exposure=_decimal(
+            "deploymentGrossExposure", intent.deployment_gross_exposure, default=ZERO
+        ),
+        mark_price=mark_price,
+        mark_time=as_utc(intent.mark_time.ToDatetime()) if intent.HasField("mark_time") else None,
+    )
+
+
+def deployment_context(
+    account_id: str, instruments: list[str], capital_allocation: str
+) -> DeploymentContext:
+    if not account_id:
+        raise Undecidable("the deployment names no account")
+    if not instruments:
+        raise Undecidable("a deployment needs at least one instrument")
+    for symbol in instruments:
+        if not INSTRUMENT_RE.match(symbol):
+            raise Undecidable(f"instrument {symbol!r} is not an instrument symbol")
+    capital = _decimal("capitalAllocation", capital_allocation)
+    if capital <= 0:
+        raise Undecidable("capitalAllocation must be greater than zero")
+    return DeploymentContext(tuple(instruments), capital)
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+
+def reducing_breach(order: OrderContext) -> Breach | None:
+    """A reduce-only order must shrink the deployment's position without flipping it."""
+    position = order.position
+    if position == 0 or (position > 0) == (order.side == "buy"):
+        side = "long" if position > 0 else "short" if position < 0 else "flat"
+        return Breach(
+            outcomes.REDUCE_ONLY_INVALID,
+            "reduceOnly",
+            fmt(position),
+            "",
+            f"reduce-only {order.side} of {fmt(order.quantity)} {order.instrument} does not reduce "
+            f"the deployment's {side} position {fmt(position)}",
+        )
+    if order.quantity > abs(position):
+        return Breach(
+            outcomes.REDUCE_ONLY_INVALID,
+            "reduceOnly",
+            fmt(order.quantity),
+            fmt(abs(position)),
+            f"reduce-only quantity {fmt(order.quantity)} exceeds the position "
+            f"{fmt(position)} {order.instrument}; it would open the other side",
+        )
+    return None
+
+
+def instrument_breach(instruments: Instruments, symbol: str) -> Breach | None:
+    if symbol in instruments.restricted:
+        return Breach(
+            outcomes.INSTRUMENT_RESTRICTED,
+            "instruments.restricted",
+            symbol,
+            "",
+            f"instrument {symbol} is restricted by the policy",
+        )
+    if instruments.allowed and symbol not in instruments.allowed:
+        return Breach(
+            outcomes.INSTRUMENT_NOT_ALLOWED,
+            "instruments.allowed",
+            symbol,
+            ",".join(sorted(instruments.allowed)),
+            f"instrument {symbol} is not in the allowed list "
+            f"({', '.join(sorted(instruments.allowed))})",
+        )
+    return None
+
+
+def order_breaches(
+    policy: Policy,
+    order: OrderContext,
+    *,
+    now: datetime,
+    orders_in_window: int,
+    daily_loss: Decimal,
+) -> list[Breach]:
+    """Every limit a risk-increasing order breaches, in evaluation order."""
+    limits = policy.limits
+    found: list[Breach] = []
+    restricted = instrument_breach(policy.instruments, order.instrument)
+    if restricted is not None:
+        found.append(restricted)
+
+    mark = order.mark_price
+    if mark is None:
+        found.append(
+            Breach(
+                outcomes.MARK_MISSING,
+                "limits.markMaxAgeSeconds",
+                "",
+                str(limits.mark_max_age_seconds),
+                f"no mark for {order.instrument}: orders cannot be valued or collared",
+            )
+        )
+    else:
+        age = (now - order.mark_time).total_seconds() if order.mark_time else None
+        if age is None or age > limits.mark_max_age_seconds:
+            found.append(
+                Breach(
+                    outcomes.MARK_STALE,
+                    "limits.markMaxAgeSeconds",
+                    "" if age is None else f"{age:.0f}",
+                    str(limits.mark_max_age_seconds),
+                    f"the mark of {order.instrument} is "
+                    + ("undated" if age is None else f"{age:.0f}s old")
+                    + f", older than markMaxAgeSeconds {limits.mark_max_age_seconds}",
+                )
+            )
+            mark = None  # a stale mark values nothing below
+
+    if order.limit_price is not None and mark is not None:
+        distance = abs(order.limit_price - mark) / mark * HUNDRED
+        if distance > limits.price_collar_pct:
+            found.append(
+                Breach(
+                    outcomes.PRICE_COLLAR,
+                    "limits.priceCollarPct",
+                    pct(distance),
+                    fmt(limits.price_collar_pct),
+                    f"limit price {fmt(order.limit_price)} is {pct(distance)}% from the mark "
+                    f"{fmt(mark)}, beyond priceCollarPct {fmt(limits.price_collar_pct)}",
+                )
+            )
+
+    if order.quantity > limits.max_order_quantity:
+        found.append(
+            Breach(
+                outcomes.ORDER_QUANTITY_LIMIT,
+                "limits.maxOrderQuantity",
+                fmt(order.quantity),
+                fmt(limits.max_order_quantity),
+                f"order quantity {fmt(order.quantity)} exceeds maxOrderQuantity "
+                f"{fmt(limits.max_order_quantity)}",
+            )
+        )
+
+    price = order.limit_price if order.type == "limit" else mark
+    if price is not None:
+        notional = order.quantity * price
+        if notional > limits.max_order_notional:
+            found.append(
+                Breach(
+                    outcomes.ORDER_NOTIONAL_LIMIT,
+                    "limits.maxOrderNotional",
+                    fmt(notional),
+                    fmt(limits.max_order_notional),
+                    f"order notional {fmt(notional)} exceeds maxOrderNotional "
+                    f"{fmt(limits.max_order_notional)}",
+                )
+            )
+
+    after = order.account_position + order.signed_quantity
+    if mark is not None and abs(after) > abs(order.account_position):
+        position_notional = abs(after) * mark
+        if position_notional > limits.max_position_notional:
+            found.append(
+                Breach(
+                    outcomes.POSITION_NOTIONAL_LIMIT,
+                    "limits.maxPositionNotional",
+                    fmt(position_notional),
+                    fmt(limits.max_position_notional),
+                    f"the account's {order.instrument} position would be {fmt(after)} worth "
+                    f"{fmt(position_notional)}, above maxPositionNotional "
+                    f"{fmt(limits.max_position_notional)}",
+                )
+            )
+
+    grown = abs(order.position + order.signed_quantity) - abs(order.position)
+    if order.capital_allocation is not None and price is not None and grown > 0:
+        exposure = order.deployment_gross_exposure + grown * price
+        if exposure > order.capital_allocation:
+            found.append(
+                Breach(
+                    outcomes.DEPLOYMENT_CAPITAL_LIMIT,
+                    "capitalAllocation",
+                    fmt(exposure),
+                    fmt(order.capital_allocation),
+                    f"the deployment's gross exposure would be {fmt(exposure)}, above its "
+                    f"capital allocation {fmt(order.capital_allocation)}",
+                )
+            )
+
+    open_after = order.account_open_orders + 1
+    if open_after > limits.max_open_orders:
+        found.append(
+            Breach(
+                outcomes.OPEN_ORDERS_LIMIT,
+                "limits.maxOpenOrders",
+                str(open_after),
+                str(limits.max_open_orders),
+                f"the account would have {open_after} open orders, above maxOpenOrders "
+                f"{limits.max_open_orders}",
+            )
+        )
+
+    rate = limits.order_rate
+    if orders_in_window + 1 > rate.max_orders:
+        found.append(
+            Breach(
+                outcomes.ORDER_RATE_LIMIT,
+                "limits.orderRate",
+                str(orders_in_window + 1),
+                str(rate.max_orders),
+                f"this would be order {orders_in_window + 1} of the account in "
+                f"{rate.window_seconds}s, above orderRate.maxOrders {rate.max_orders}",
+            )
+        )
+
+    loss = daily_loss_breach(policy, daily_loss)
+    if loss is not None:
+        found.append(loss)
+    return found
+
+
+def deployment_breaches(
+    policy: Policy, deployment: DeploymentContext, *, daily_loss: Decimal
+) -> list[Breach]:
+    """Every limit a new deployment breaches, in evaluation order."""
+    found = [
+        b
+        for b in (instrument_breach(policy.instruments, s) for s in deployment.instruments)
+        if b is not None
+    ]
+    limit = policy.limits.max_capital_allocation
+    if deployment.capital_allocation > limit:
+        found.append(
+            Breach(
+                outcomes.CAPITAL_ALLOCATION_LIMIT,
+                "limits.maxCapitalAllocation",
+                fmt(deployment.capital_allocation),
+                fmt(limit),
+                f"capital allocation {fmt(deployment.capital_allocation)} exceeds "
+                f"maxCapitalAllocation {fmt(limit)}",
+            )
+        )
+    loss = daily_loss_breach(policy, daily_loss)
+    if loss is not None:
+        found.append(loss)
+    return found
+
+
+def daily_loss_breach(policy: Policy, daily_loss: Decimal) -> Breach | None:
+    limit = policy.limits.daily_loss_limit
+    if daily_loss > limit:
+        return Breach(
+            outcomes.DAILY_LOSS_LIMIT,
+            "limits.dailyLossLimit",
+            fmt(daily_loss),
+            fmt(limit),
+            f"the account has lost {fmt(daily_loss)} today (UTC), above dailyLossLimit "
+            f"{fmt(limit)}",
+        )
+    return None
