@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 
-.PHONY: help uv sync proto run test lint typecheck bench clean
+.PHONY: help uv sync proto run test lint typecheck bench clean openclaw
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ typecheck: sync ## mypy
 
 bench: sync ## Run the benchmarks (figures and same-run ratios; never pass/fail on time)
 	@$(UV) run --frozen python -m bench $(BENCH_ARGS)
+
+openclaw: ## Install Node.js 24 and OpenClaw into .cache/openclaw (git-ignored; quick when present)
+	@bash clients/openclaw/install.sh
 
 clean: ## Remove local state (databases, spans, logs)
 	rm -rf var

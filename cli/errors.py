@@ -10,12 +10,29 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# Platform API answers (cli/apicommand.py maps each problem status and code to one of these).
+EXIT_AUTH = 3
+EXIT_NOT_FOUND = 4
+EXIT_CONFLICT = 5
+EXIT_RISK_REJECTED = 6
+EXIT_KILL_SWITCH = 7
+EXIT_UNAVAILABLE = 8
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
-    EXIT_FAILURE: "failure (a process died, a port is taken, a dependency is unreachable, ...)",
-    EXIT_USAGE: "usage: bad arguments or configuration, or refused in this environment",
+    EXIT_FAILURE: "failure (a process died, a port is taken, a dependency is unreachable, the "
+    "API's 500 or 501, ...)",
+    EXIT_USAGE: "usage: bad arguments or configuration, or refused in this environment; "
+    "the API's 400 (VALIDATION_FAILED, ...)",
+    EXIT_AUTH: "auth: 401 UNAUTHENTICATED or 403 (FORBIDDEN, TENANT_MISMATCH, USER_MISMATCH)",
+    EXIT_NOT_FOUND: "not found: 404 NOT_FOUND (unknown id, or another tenant's)",
+    EXIT_CONFLICT: "conflict: 409 (STATE_CONFLICT, IDEMPOTENCY_IN_PROGRESS) or 422 "
+    "IDEMPOTENCY_KEY_REUSED",
+    EXIT_RISK_REJECTED: "risk rejection: 422 RISK_LIMIT_BREACHED (see outcome); nothing executed",
+    EXIT_KILL_SWITCH: "kill switch: 423 KILL_SWITCH_ENGAGED; side effects blocked until release",
+    EXIT_UNAVAILABLE: "unavailable: 503, 504, 429 or the gateway unreachable; retry later with the "
+    "same --idempotency-key",
     EXIT_INTERRUPTED: "interrupted by Ctrl-C before the command finished",
 }
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from cli import dev
+from cli import audit, deployments, dev, killswitch, orders, risk, sessions, trace, turns
 from cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, exit_codes_epilog
 
 Handler = Callable[[argparse.Namespace], int]
@@ -26,7 +26,17 @@ class CommandGroup(Protocol):
     def register(self, parser: argparse.ArgumentParser) -> None: ...
 
 
-GROUPS: tuple[CommandGroup, ...] = (dev,)
+GROUPS: tuple[CommandGroup, ...] = (
+    sessions,
+    turns,
+    deployments,
+    orders,
+    risk,
+    killswitch,
+    audit,
+    trace,
+    dev,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
