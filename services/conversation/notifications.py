@@ -41,18 +41,36 @@ FEED_TENANT = "platform"
 class Kind:
     severity: str
     headline: str
+    #: The outcomes that make the event a transition; None: every event of the type is one.
+    outcomes: frozenset[str] | None = None
 
 
-#: Audit event types that become notifications, with their severity and headline.
+# Kill-switch outcomes as risk records them (services/risk/outcomes.py). Risk also writes
+# `killswitch.engaged` with ALREADY_ENGAGED when someone engages an engaged switch: nothing
+# changed, so that is no notification.
+KILL_SWITCH_TRIPPED = "KILL_SWITCH_TRIPPED"
+ENGAGED = "ENGAGED"
+RELEASED = "RELEASED"
+
+#: Audit event types that become notifications, with their severity and headline: the
+#: kill-switch transitions risk records and the deployment transitions execution records
+#: (services/execution/commands.py writes `deployment.degraded` / `.recovered` only on change).
 KINDS: dict[str, Kind] = {
-    "killswitch.tripped": Kind("critical", "Kill switch tripped"),
-    "killswitch.engaged": Kind("critical", "Kill switch engaged"),
-    "killswitch.released": Kind("info", "Kill switch released"),
+    "killswitch.tripped": Kind("critical", "Kill switch tripped", frozenset({KILL_SWITCH_TRIPPED})),
+    "killswitch.engaged": Kind("critical", "Kill switch engaged", frozenset({ENGAGED})),
+    "killswitch.released": Kind("info", "Kill switch released", frozenset({RELEASED})),
     "deployment.stopped": Kind("info", "Deployment stopped"),
     "deployment.failed": Kind("critical", "Deployment failed"),
     "deployment.degraded": Kind("warning", "Deployment degraded"),
-    "orchestrator.degraded": Kind("warning", "Order routing degraded"),
+    "deployment.recovered": Kind("info", "Deployment recovered"),
 }
+
+
+def notifies(event: audit_pb2.AuditEvent) -> bool:
+    """Whether the event is a transition a trader is told about."""
+    kind = KINDS.get(event.type)
+    return kind is not None and (kind.outcomes is None or event.outcome in kind.outcomes)
+
 
 notifications = sa.table(
     "conversation_notifications",
@@ -100,7 +118,7 @@ def read_cursor(conn: Connection) -> int:
 def ingest(conn: Connection, event: audit_pb2.AuditEvent) -> int:
     """Records the event's notifications and moves the cursor past it; returns how many."""
     created = 0
-    if event.type in KINDS:
+    if notifies(event):
         kind = KINDS[event.type]
         text = describe(event)[:1000]
         now = utcnow()
@@ -249,6 +267,10 @@ class Feed:
                 log.warning(
                     "audit stream interrupted; resubscribing", extra={"code": exc.code().name}
                 )
+            except Exception:
+                # A failed write (database locked or unreachable) must not end the feed for
+                # good: the cursor did not move, so resubscribing retries that event.
+                log.exception("notification feed failed; resubscribing")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

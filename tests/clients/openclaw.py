@@ -103,3 +103,26 @@ def skills_info(env: Mapping[str, str]) -> dict[str, Any]:
     assert run.exit_code == 0, run.stderr[-2000:]
     info: dict[str, Any] = run.json()
     return info
+
+
+def agent_turn(
+    env: Mapping[str, str], message: str, session_id: str, timeout: float = 300
+) -> OpenClawRun:
+    """One user message to the local (embedded) agent `main`, in the OpenClaw session
+    `session_id`: successive calls with the same id are one conversation, each run sending
+    the session's history to the model."""
+    return run_openclaw(
+        [
+            "agent",
+            "--local",
+            "--agent",
+            "main",
+            "--session-id",
+            session_id,
+            "--message",
+            message,
+            "--json",
+        ],
+        env,
+        timeout=timeout,
+    )

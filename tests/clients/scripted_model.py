@@ -14,7 +14,14 @@ that follows the gate4-platform skill the way a model would:
 3. then it answers with a text quoting each command's exit and requestId.
 
 So every command that runs was read from the real skill file by the real OpenClaw runtime
-and executed by its exec tool. Every request is kept in `requests` for assertions.
+and executed by its exec tool. Every request is kept in `requests` for assertions, and
+`exec_transcript(requests)` lists the commands OpenClaw ran with what each printed.
+
+A conversation of several user messages (`openclaw agent --session-id ...`, one run per
+message) works the same way: OpenClaw sends the session's history with each request, so
+later messages reuse the skill text and the ids (sessionId, ...) of earlier outputs.
+`command_for` and `values_from` are the same template filling for a test that runs the
+skill's commands itself (the CLI lane).
 """
 
 from __future__ import annotations
@@ -73,6 +80,51 @@ def skill_commands(skill_text: str) -> list[str]:
     return commands
 
 
+def command_for(step: Step, commands: Sequence[str], values: Mapping[str, str]) -> str:
+    """The first skill command matching the step, placeholders filled from values."""
+    template = next((c for c in commands if c.startswith(step.prefix) and step.contains in c), None)
+    if template is None:
+        raise LookupError(f"the skill shows no command like {step.prefix!r} {step.contains!r}")
+    pattern = re.compile(r"\b(" + "|".join(PLACEHOLDERS) + r")\b")
+    filled = [
+        pattern.sub(lambda m: values.get(m.group(1), m.group(1)), arg)
+        for arg in shlex.split(template)
+    ]
+    return shlex.join(filled)
+
+
+def values_from(outputs: Sequence[str], defaults: Mapping[str, str]) -> dict[str, str]:
+    """Placeholder values: the defaults, then the first id of each kind the outputs printed."""
+    values = dict(defaults)
+    for output in outputs:
+        for document in _json_documents(output):
+            for placeholder, key in PLACEHOLDERS.items():
+                if isinstance(document.get(key), str) and placeholder not in values:
+                    values[placeholder] = document[key]
+    return values
+
+
+def exec_transcript(requests: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(command, output) of every exec call OpenClaw made, in order, from the requests it
+    sent (each carries the session's history: tool calls and the results they returned)."""
+    commands: dict[str, str] = {}
+    outputs: dict[str, str] = {}
+    for request in requests:
+        for message in request.get("messages", []):
+            for call in message.get("tool_calls") or []:
+                if call["function"]["name"] == "exec":
+                    arguments = json.loads(call["function"]["arguments"])
+                    commands.setdefault(call["id"], arguments["command"])
+            if message.get("role") == "tool" and message.get("tool_call_id") in commands:
+                outputs.setdefault(message["tool_call_id"], _text(message.get("content")))
+    return [(command, outputs.get(call_id, "")) for call_id, command in commands.items()]
+
+
+def first_document(output: str) -> dict[str, Any]:
+    """The JSON document a `gate4` command printed (its stdout), from a tool result."""
+    return next(_json_documents(output), {})
+
+
 class ScriptedModel:
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
@@ -129,29 +181,8 @@ class ScriptedModel:
         return None
 
     def _command(self, step: Step, commands: Sequence[str], messages: list[dict[str, Any]]) -> str:
-        template = next(
-            (c for c in commands if c.startswith(step.prefix) and step.contains in c), None
-        )
-        if template is None:
-            raise LookupError(f"the skill shows no command like {step.prefix!r} {step.contains!r}")
-        known = self._known_values(messages)
-        pattern = re.compile(r"\b(" + "|".join(PLACEHOLDERS) + r")\b")
-        filled = [
-            pattern.sub(lambda m: known.get(m.group(1), m.group(1)), arg)
-            for arg in shlex.split(template)
-        ]
-        return shlex.join(filled)
-
-    def _known_values(self, messages: list[dict[str, Any]]) -> dict[str, str]:
-        values = dict(self.scenario.values)
-        for message in messages:
-            if message["role"] != "tool":
-                continue
-            for document in _json_documents(_text(message.get("content"))):
-                for placeholder, key in PLACEHOLDERS.items():
-                    if isinstance(document.get(key), str) and placeholder not in values:
-                        values[placeholder] = document[key]
-        return values
+        outputs = [_text(m.get("content")) for m in messages if m["role"] == "tool"]
+        return command_for(step, commands, values_from(outputs, self.scenario.values))
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -255,8 +286,19 @@ def _json_documents(text: str) -> Iterator[dict[str, Any]]:
 
 
 def _summary(output: str) -> str:
+    """One line per command: its requestId, and what a user must see of a turn's answer
+    (the actions with their status, and the notifications by kind and severity)."""
     match = re.search(r"requestId (\S+?)[,)\s]", output + " ")
-    return f"- requestId {match.group(1) if match else 'unknown'}"
+    line = f"- requestId {match.group(1) if match else 'unknown'}"
+    document = first_document(output)
+    reply = document.get("reply")
+    actions = reply.get("actions", []) if isinstance(reply, dict) else []
+    if actions:
+        line += "; actions " + ", ".join(f"{a['kind']} {a['status']}" for a in actions)
+    notes = document.get("notifications")
+    if isinstance(notes, list) and notes:
+        line += "; notifications " + ", ".join(f"{n['kind']} ({n['severity']})" for n in notes)
+    return line
 
 
 @contextmanager

@@ -1,14 +1,23 @@
-"""The notification feed follows the real audit stream: exactly once per opted-in session."""
+"""The notification feed follows the real audit stream: exactly once per opted-in session, and
+only for real transitions (an engage of an engaged switch is not one)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
+import grpc
 import httpx
+import pytest
+import sqlalchemy as sa
 from google.protobuf import struct_pb2
 
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
+from services.conversation import notifications
+from services.risk import outcomes
+from services.runtime.storage import Database
 from tests.support import rpc
 from tests.support.stack import LiveStack, wait_for
 
@@ -21,7 +30,9 @@ def _session(client: httpx.Client, opt_in: bool) -> str:
     return str(client.post(SESSIONS, json=body).json()["sessionId"])
 
 
-def _record(stack: LiveStack, type_: str, **fields: Any) -> audit_pb2.AuditEvent:
+def _record(
+    stack: LiveStack, type_: str, tenant: str = TENANT, **fields: Any
+) -> audit_pb2.AuditEvent:
     """Appends an event to the real audit service the way a service's outbox ships it."""
     data = struct_pb2.Struct()
     data.update(fields.pop("data", {}))
@@ -30,7 +41,7 @@ def _record(stack: LiveStack, type_: str, **fields: Any) -> audit_pb2.AuditEvent
     )
     with rpc.channel(stack.stack.ports["audit"]) as channel:
         reply = audit_pb2_grpc.AuditServiceStub(channel).Append(
-            audit_pb2.AppendRequest(event=event), metadata=rpc.metadata(TENANT)
+            audit_pb2.AppendRequest(event=event), metadata=rpc.metadata(tenant)
         )
     return reply.event
 
@@ -52,7 +63,7 @@ def test_trip_reaches_opted_in_sessions_once_and_survives_a_restart(
             private_stack,
             "killswitch.tripped",
             deployment_id="dep_feed",
-            outcome="KILL_SWITCH_ENGAGED",
+            outcome="KILL_SWITCH_TRIPPED",
             reason="drawdown 12% breached limit 10%",
             request_id="req-feed-trip-0001",
             data={"scope": "deployment", "scopeId": "dep_feed"},
@@ -74,6 +85,7 @@ def test_trip_reaches_opted_in_sessions_once_and_survives_a_restart(
         released = _record(
             private_stack,
             "killswitch.released",
+            outcome="RELEASED",
             reason="reviewed",
             data={"scope": "deployment", "scopeId": "dep_feed"},
         )
@@ -104,7 +116,11 @@ def test_opting_out_stops_delivery_at_once(private_stack: LiveStack) -> None:
     with private_stack.client(private_stack.headers(tenant=TENANT)) as client:
         session_id = _session(client, True)
         _record(
-            private_stack, "deployment.stopped", deployment_id="dep_x", reason="stopped by user"
+            private_stack,
+            "deployment.stopped",
+            deployment_id="dep_x",
+            outcome="STOPPED",
+            reason="stopped by user",
         )
         wait_for(lambda: _pending(client, session_id))
         # The containment switch: this very turn already delivers nothing.
@@ -114,7 +130,159 @@ def test_opting_out_stops_delivery_at_once(private_stack: LiveStack) -> None:
         ).json()
         assert turn["notifications"] == []
         assert turn["contextMemory"]["preferences"]["notificationsOptIn"] is False
-        _record(private_stack, "deployment.failed", deployment_id="dep_y", reason="venue down")
+        _record(
+            private_stack,
+            "deployment.failed",
+            deployment_id="dep_y",
+            outcome="FAILED",
+            reason="venue down",
+        )
         later = client.post(f"{SESSIONS}/{session_id}/turns", json={"message": "help"}).json()
         assert later["notifications"] == []
         assert _pending(client, session_id) == []
+
+
+def _event(type_: str, outcome: str) -> audit_pb2.AuditEvent:
+    return audit_pb2.AuditEvent(type=type_, outcome=outcome)
+
+
+@pytest.mark.parametrize(
+    "type_,outcome,expected",
+    [
+        ("killswitch.tripped", outcomes.KILL_SWITCH_TRIPPED, True),
+        ("killswitch.engaged", outcomes.ENGAGED, True),
+        ("killswitch.engaged", outcomes.ALREADY_ENGAGED, False),  # nothing changed
+        ("killswitch.released", outcomes.RELEASED, True),
+        ("killswitch.enforcement", outcomes.ENFORCED, False),
+        ("deployment.stopped", "STOPPED", True),
+        ("deployment.failed", "FAILED", True),
+        ("deployment.degraded", "VENUE_RETRY_BUDGET_EXHAUSTED", True),
+        ("deployment.recovered", "RECOVERED", True),
+        ("deployment.stopping", "APPROVED", False),
+        ("deployment.stop_refused", "STATE_CONFLICT", False),
+        ("orchestrator.degraded", "VENUE_RETRY_BUDGET_EXHAUSTED", False),  # never emitted
+        ("risk.decision", outcomes.APPROVED, False),
+    ],
+)
+def test_only_real_transitions_notify(type_: str, outcome: str, expected: bool) -> None:
+    assert notifications.notifies(_event(type_, outcome)) is expected
+
+
+def test_the_kill_switch_outcomes_are_the_ones_risk_records() -> None:
+    assert notifications.KILL_SWITCH_TRIPPED == outcomes.KILL_SWITCH_TRIPPED
+    assert notifications.ENGAGED == outcomes.ENGAGED
+    assert notifications.RELEASED == outcomes.RELEASED
+
+
+def test_engaging_an_engaged_switch_notifies_nothing(live_stack: LiveStack) -> None:
+    tenant = f"feed-{uuid.uuid4().hex[:10]}"
+    switch = {"scope": "tenant", "scopeId": tenant}
+    with live_stack.client(live_stack.headers(tenant=tenant)) as client:
+        session_id = _session(client, True)
+        engaged = _record(
+            live_stack,
+            "killswitch.engaged",
+            tenant,
+            outcome=outcomes.ENGAGED,
+            reason="incident 7",
+            data=switch,
+        )
+        _record(
+            live_stack,
+            "killswitch.engaged",
+            tenant,
+            outcome=outcomes.ALREADY_ENGAGED,
+            reason="already engaged (manual): incident 7; asked: incident 7 again",
+            data=switch,
+        )
+        released = _record(
+            live_stack,
+            "killswitch.released",
+            tenant,
+            outcome=outcomes.RELEASED,
+            reason="reviewed",
+            data=switch,
+        )
+
+        # The feed handles events in order: once the release is in, the re-engage was seen.
+        def released_in() -> list[dict[str, Any]] | None:
+            items = _pending(client, session_id)
+            return items if released.event_id in {i["sourceEventId"] for i in items} else None
+
+        pending = wait_for(released_in)
+        assert [(p["kind"], p["sourceEventId"]) for p in pending] == [
+            ("killswitch.engaged", engaged.event_id),
+            ("killswitch.released", released.event_id),
+        ]
+
+
+class _Audit:
+    """The audit service's Subscribe as the feed sees it: the events past the cursor."""
+
+    def __init__(self, events: list[audit_pb2.AuditEvent]) -> None:
+        self.events = events
+        self.subscribed_after: list[int] = []
+
+    def Subscribe(self, request: audit_pb2.SubscribeRequest) -> AsyncIterator[audit_pb2.AuditEvent]:
+        self.subscribed_after.append(request.after_position)
+
+        async def stream() -> AsyncIterator[audit_pb2.AuditEvent]:
+            for event in self.events:
+                if event.position > request.after_position:
+                    yield event
+
+        return stream()
+
+
+class _FlakyDatabase:
+    """Fails the first `failures` writes the way a locked or unreachable database does."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.cursor = 0
+
+    async def read(self, op: Callable[[Any], Any]) -> int:
+        return self.cursor
+
+    async def write(self, op: Callable[[Any], Any]) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+        return op(None)
+
+
+def test_a_failed_write_does_not_end_the_feed(monkeypatch: pytest.MonkeyPatch) -> None:
+    db = _FlakyDatabase(failures=1)
+    seen: list[str] = []
+
+    def ingest(conn: Any, event: audit_pb2.AuditEvent) -> int:
+        seen.append(event.event_id)
+        db.cursor = event.position
+        return 1
+
+    monkeypatch.setattr(notifications, "ingest", ingest)
+    audit = _Audit(
+        [
+            audit_pb2.AuditEvent(event_id=f"evt_{n}", position=n, type="killswitch.engaged")
+            for n in (1, 2)
+        ]
+    )
+
+    async def scenario() -> None:
+        channel = grpc.aio.insecure_channel("127.0.0.1:9")
+        feed = notifications.Feed(cast(Database, db), channel)
+        feed.stub = cast(Any, audit)
+        feed.start()
+        try:
+            for _ in range(200):
+                if len(seen) == 2:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await feed.stop()
+            await channel.close()
+
+    asyncio.run(scenario())
+    # The write failed, the cursor stayed, and the feed resubscribed from it: nothing lost.
+    assert seen == ["evt_1", "evt_2"]
+    assert audit.subscribed_after[:2] == [0, 0]
