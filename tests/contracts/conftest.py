@@ -1,12 +1,16 @@
 """Fixtures shared by the contract tests.
 
-Execution: `fake_risk` is a scriptable risk service and `execution_stack` the real audit,
-execution and gateway processes in front of it (one per module); `POLICY` is the agreed
-`risk-policy.v1` test document for tests that run against the real risk service.
+`execution_stack` is one real platform (audit, risk, execution, gateway) for the whole
+session, with the fast leases, retries and venue faults of tests/execution/support.py; the
+execution and risk contract tests share it, each test with its own tenant. `risk_rig` calls
+its risk service at the RPC level. `POLICY` is the agreed `risk-policy.v1` test document;
+`TRADING_POLICY` is the same with a price collar wide enough for the resting limit orders
+the execution tests place far from the mark.
 """
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,13 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.execution.support import (
-    ExecutionStack,
-    FakeRisk,
-    fake_risk_server,
-    start_execution_stack,
-)
-from tests.risk.rig import RiskRig, running_risk
+from tests.execution.support import ExecutionStack, start_execution_stack
+from tests.risk.rig import RiskRig
 from tests.support.stack import wait_for
 
 POLICY: dict[str, Any] = {
@@ -41,30 +40,29 @@ POLICY: dict[str, Any] = {
     "killSwitch": {"maxDrawdownPct": "10", "confirmations": 3, "flattenOnTrip": True},
 }
 
-
-@pytest.fixture(scope="module")
-def fake_risk_port() -> Iterator[tuple[FakeRisk, int]]:
-    with fake_risk_server() as served:
-        yield served
+#: The version label decisions carry once a tenant's first policy is put.
+POLICY_VERSION = "risk-policy.v1@1"
 
 
-@pytest.fixture
-def fake_risk(fake_risk_port: tuple[FakeRisk, int]) -> FakeRisk:
-    """The module's fake risk service, reset to approving everything."""
-    fake = fake_risk_port[0]
-    fake.reset()
-    return fake
+def policy(**limits: Any) -> dict[str, Any]:
+    """The agreed policy with limits replaced (killSwitch.* by the killSwitch_ prefix)."""
+    doc = copy.deepcopy(POLICY)
+    for key, value in limits.items():
+        if key.startswith("killSwitch_"):
+            doc["killSwitch"][key.removeprefix("killSwitch_")] = value
+        else:
+            doc["limits"][key] = value
+    return doc
 
 
-@pytest.fixture(scope="module")
-def execution_stack(
-    fake_risk_port: tuple[FakeRisk, int], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ExecutionStack]:
-    fake, port = fake_risk_port
-    stack = start_execution_stack(tmp_path_factory.mktemp("execution"), port)
-    stack.risk = fake
+TRADING_POLICY = policy(priceCollarPct="60")
+
+
+@pytest.fixture(scope="session")
+def execution_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExecutionStack]:
+    stack = start_execution_stack(tmp_path_factory.mktemp("execution"))
     yield stack
-    stack.stack.stop()
+    stack.stop()
 
 
 def new_tenant(prefix: str = "ex") -> str:
@@ -89,9 +87,8 @@ def audit_events(
 
 
 @pytest.fixture(scope="session")
-def risk_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RiskRig]:
-    """A real risk process with the real audit process and a stand-in execution that records
-    EnforceKillSwitch calls: checks and drawdown at the RPC level. Each test uses its own
-    tenant."""
-    with running_risk(tmp_path_factory.mktemp("risk-rig")) as rig:
-        yield rig
+def risk_rig(execution_stack: ExecutionStack) -> RiskRig:
+    """The platform's risk process at the RPC level, its audit service, and the real
+    execution service behind them (risk's EnforceKillSwitch reaches it). Each test uses its
+    own tenant."""
+    return RiskRig.on(execution_stack)

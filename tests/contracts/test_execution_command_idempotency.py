@@ -3,6 +3,8 @@
 Replays are byte-for-byte, another payload under the same key is 422, concurrent requests with
 one key make exactly one order, and a crash between the side effect and the response replays
 the result instead of executing twice - also with two execution processes on PostgreSQL.
+Everything runs on the real platform (`execution_stack`), each test in its own tenant under a
+real risk policy.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import pytest
 from gate4.execution.v1 import execution_pb2
 from gate4.execution.v1.execution_pb2_grpc import ExecutionServiceStub
 from services.runtime import errors
-from tests.contracts.conftest import audit_events, new_tenant
+from tests.contracts.conftest import (
+    POLICY_VERSION,
+    TRADING_POLICY,
+    audit_events,
+    new_tenant,
+    policy,
+)
 from tests.execution.client import Trader, new_key
 from tests.execution.support import (
-    POLICY_VERSION,
     ExecutionStack,
-    FakeRisk,
     deployment_request,
     execution_process,
     metadata,
@@ -36,8 +42,10 @@ REPLAYED = "idempotent-replayed"
 
 
 @pytest.fixture
-def trader(execution_stack: ExecutionStack, fake_risk: FakeRisk) -> Iterator[Trader]:
+def trader(execution_stack: ExecutionStack) -> Iterator[Trader]:
+    """A tenant of the test's own, under the trading policy (version 1)."""
     trader = Trader.open(execution_stack, new_tenant("idem"))
+    trader.put_policy(TRADING_POLICY)
     yield trader
     trader.close()
 
@@ -100,15 +108,14 @@ def test_another_payload_under_the_same_key_is_422(trader: Trader) -> None:
     assert other_route.status_code == 201
 
 
-def test_a_refusal_is_replayed_too(
-    execution_stack: ExecutionStack, trader: Trader, fake_risk: FakeRisk
-) -> None:
+def test_a_refusal_is_replayed_too(execution_stack: ExecutionStack, trader: Trader) -> None:
     dep_id = _running(trader, "acc-refusal-replay")
-    fake_risk.mode = "refuse"
+    trader.put_policy(policy(maxOrderNotional="50"), "small orders")  # 1 at 100 breaches it
     order_key = new_key()
     first = trader.order(dep_id, "buy", "1", key=order_key)
     assert_problem(first, 422, "RISK_LIMIT_BREACHED")
-    fake_risk.mode = "approve"
+    # The limit is lifted again, but the key keeps the refusal it got.
+    trader.put_policy(TRADING_POLICY, "limits restored")
     again = trader.order(dep_id, "buy", "1", key=order_key)
     problem = assert_problem(again, 422, "RISK_LIMIT_BREACHED")
     assert problem["outcome"] == "ORDER_NOTIONAL_LIMIT" and trader.orders(dep_id) == []
@@ -184,19 +191,22 @@ def test_a_crash_after_the_side_effect_replays_instead_of_executing_twice(
 
 @pytest.mark.postgres
 def test_two_processes_on_postgresql_make_exactly_one_order_per_key(
-    fake_risk_port: tuple[FakeRisk, int],
-    fake_risk: FakeRisk,
+    execution_stack: ExecutionStack,
     postgres_admin_url: str,
     tmp_path: Path,
 ) -> None:
-    _, risk_port = fake_risk_port
     tenant = new_tenant("pg")
     md = metadata(tenant)
+    officer = Trader.open(execution_stack, tenant)
+    try:
+        officer.put_policy(TRADING_POLICY)
+    finally:
+        officer.close()
     with postgres.fresh_database(postgres_admin_url) as url:
         env = {"GATE4_EXECUTION_DATABASE_URL": url}
         with (
-            execution_process(tmp_path, "execution-a", risk_port, env) as a,
-            execution_process(tmp_path, "execution-b", risk_port, env) as b,
+            execution_process(tmp_path, "execution-a", execution_stack, env) as a,
+            execution_process(tmp_path, "execution-b", execution_stack, env) as b,
         ):
             stub_a, stub_b = stub_for(a.port), stub_for(b.port)
             dep = stub_b.CreateDeployment(deployment_request("acc-pg"), metadata=md)

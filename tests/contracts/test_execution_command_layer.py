@@ -1,8 +1,9 @@
 """Runbook B, execution side: deployments, orders, fills, positions, stop, risk gate, orchestrator.
 
-Most tests run the real audit, execution and gateway processes against a scriptable risk
-service (`fake_risk`), so they test execution's behaviour whatever the risk rules are. The
-tests marked "real risk" go through the real risk service with the agreed policy.
+Every test runs against the real platform (`execution_stack`: audit, risk, execution and the
+gateway, shared by the session) in a tenant of its own, under a real `risk-policy.v1`
+(`TRADING_POLICY`). Refusals come from policies the order breaches, a held kill switch from
+an engagement or a drawdown trip, and "risk is down" from killing the risk process.
 """
 
 from __future__ import annotations
@@ -15,17 +16,25 @@ import grpc
 import pytest
 
 from gate4.execution.v1 import execution_pb2
-from gate4.risk.v1 import risk_pb2
-from tests.contracts.conftest import POLICY, audit_events, new_tenant
+from tests.contracts.conftest import (
+    POLICY,
+    POLICY_VERSION,
+    TRADING_POLICY,
+    audit_events,
+    new_tenant,
+    policy,
+)
 from tests.execution.client import Trader, new_key
-from tests.execution.support import POLICY_VERSION, ExecutionStack, FakeRisk, metadata
+from tests.execution.support import ExecutionStack, metadata
 from tests.gateway.test_auth import assert_problem
 from tests.support.stack import LiveStack, wait_for
 
 
 @pytest.fixture
-def trader(execution_stack: ExecutionStack, fake_risk: FakeRisk) -> Iterator[Trader]:
+def trader(execution_stack: ExecutionStack) -> Iterator[Trader]:
+    """A tenant of the test's own, under the trading policy (version 1)."""
     trader = Trader.open(execution_stack, new_tenant())
+    trader.put_policy(TRADING_POLICY)
     yield trader
     trader.close()
 
@@ -37,7 +46,7 @@ def _types(events: list[dict[str, Any]]) -> set[str]:
 # -- deployment lifecycle ------------------------------------------------------------------------
 
 
-def test_deployment_lifecycle_and_illegal_transitions(trader: Trader, fake_risk: FakeRisk) -> None:
+def test_deployment_lifecycle_and_illegal_transitions(trader: Trader) -> None:
     created = trader.post(
         "/v1/deployments",
         {
@@ -54,8 +63,6 @@ def test_deployment_lifecycle_and_illegal_transitions(trader: Trader, fake_risk:
     assert dep["state"] == "running" and dep["mode"] == "paper"
     assert dep["equity"] == dep["peakEquity"] == "10000" and dep["drawdown"] == "0"
     assert dep["policyVersion"] == POLICY_VERSION and dep["killSwitch"]["engaged"] is False
-    (asked,) = fake_risk.requests("CheckDeployment")
-    assert asked.action == "create" and asked.deployment_id == dep["deploymentId"]
     assert trader.deployment(dep["deploymentId"])["state"] == "running"
 
     stopped = trader.stop(dep["deploymentId"], key=None)
@@ -68,9 +75,13 @@ def test_deployment_lifecycle_and_illegal_transitions(trader: Trader, fake_risk:
 
     events = audit_events(
         trader.client,
-        {"deployment.created", "deployment.started"},
+        {"risk.decision", "deployment.created", "deployment.started"},
         requestId="req-life-create-1",
     )
+    # Risk was asked once, to create this deployment.
+    (asked,) = [e for e in events if e["type"] == "risk.decision"]
+    assert asked["data"]["command"] == "deployment.create" and asked["outcome"] == "APPROVED"
+    assert asked["deploymentId"] == dep["deploymentId"] and asked["source"] == "risk"
     created_event = next(e for e in events if e["type"] == "deployment.created")
     assert created_event["outcome"] == "APPROVED"
     assert created_event["policyVersion"] == POLICY_VERSION
@@ -97,9 +108,7 @@ def test_another_tenant_cannot_see_or_stop_a_deployment(
 # -- orders, fills, positions and P&L ------------------------------------------------------------
 
 
-def test_market_orders_fill_and_update_position_and_pnl(
-    trader: Trader, fake_risk: FakeRisk
-) -> None:
+def test_market_orders_fill_and_update_position_and_pnl(trader: Trader) -> None:
     dep = trader.deploy("acc-pnl", capital="100000")
     dep_id = dep["deploymentId"]
     trader.mark("BTC-USD", "100")
@@ -127,15 +136,20 @@ def test_market_orders_fill_and_update_position_and_pnl(
     assert dep["equity"] == "99990" and dep["peakEquity"] == "100020"
     assert Decimal(dep["drawdown"]) == (Decimal(30) / Decimal(100020)).quantize(Decimal("1e-10"))
 
-    # The risk contract: every CheckOrder carries the context the checks need.
-    last = fake_risk.requests("CheckOrder")[-1].order
-    assert last.order_id == sell["orderId"] and last.mark_price == "110"
-    assert last.HasField("mark_time")
-    assert last.position_quantity == "2" and last.account_position_quantity == "2"
-    assert last.deployment_gross_exposure == "220"
-    assert last.open_orders == 0 and last.account_open_orders == 0
-    reports = fake_risk.requests("ReportEquity")
-    assert reports and reports[-1].deployment_id == dep_id and reports[-1].equity == "99990"
+    # The risk contract: every CheckOrder carries the context the checks need; risk records
+    # what it was asked in its decision.
+    events = audit_events(trader.client, {"risk.decision"}, orderId=sell["orderId"])
+    (decision,) = [e for e in events if e["type"] == "risk.decision"]
+    asked = decision["data"]
+    assert decision["orderId"] == sell["orderId"] and asked["command"] == "order.submit"
+    assert asked["markPrice"] == "110" and asked["markTime"]
+    assert asked["positionQuantity"] == "2" and asked["accountPositionQuantity"] == "2"
+    assert asked["deploymentGrossExposure"] == "220"
+    assert asked["accountOpenOrders"] == 0
+    # Execution reported the deployment's equity after the last mark: risk tracks 99990
+    # against a peak of 100020 (a manual engagement shows the drawdown as it stands).
+    evidence = trader.engage("deployment", dep_id, "read the tracked equity")["evidence"]
+    assert (evidence["equity"], evidence["peakEquity"]) == ("99990", "100020")
 
 
 def test_limit_orders_rest_until_a_mark_crosses_them_and_can_be_cancelled(trader: Trader) -> None:
@@ -198,17 +212,22 @@ def test_stop_without_flatten_cancels_open_orders_and_keeps_positions(trader: Tr
 
 
 def test_a_stop_whose_flatten_cannot_complete_fails_and_can_be_stopped_again(
-    trader: Trader, fake_risk: FakeRisk
+    execution_stack: ExecutionStack, trader: Trader
 ) -> None:
-    dep_id = trader.deploy("acc-flat-fails")["deploymentId"]
+    # Risk always lets a flatten through (it reduces), so what makes it fail is the venue:
+    # acc-flaky's venue times out twice per order, and each retry spends one of the
+    # deployment's 6 retry tokens. Three orders spend them all; the flatten then has none.
+    dep_id = trader.deploy("acc-flaky")["deploymentId"]
     trader.mark("BTC-USD", "100")
-    trader.filled(dep_id, "buy", "1")
-    fake_risk.mode, fake_risk.refuse_outcome = "refuse_orders", "PRICE_COLLAR"
+    for quantity in ("0.25", "0.25", "0.5"):
+        assert trader.filled(dep_id, "buy", quantity)["venueAttempts"] == 3
     failed = trader.stop(dep_id, flatten=True).json()
     assert failed["state"] == "failed" and "BTC-USD still 1" in failed["stateReason"]
+    assert "retry budget" in failed["stateReason"]
     assert failed["positions"][0]["quantity"] == "1"
     assert_problem(trader.order(dep_id, "sell", "1", reduceOnly=True), 409, "STATE_CONFLICT")
-    fake_risk.mode = "approve"
+    # The budget lives in the execution process: a fresh one has a full budget again.
+    execution_stack.restart_execution()
     stopped = trader.stop(dep_id, flatten=True).json()
     assert stopped["state"] == "stopped" and stopped["positions"][0]["quantity"] == "0"
     audit_events(trader.client, {"deployment.failed", "deployment.stopped"}, deploymentId=dep_id)
@@ -234,14 +253,16 @@ def test_reduce_only_orders_must_be_on_the_reducing_side(trader: Trader, long: b
 # -- the risk gate -------------------------------------------------------------------------------
 
 
-def test_risk_refusals_execute_nothing_and_are_audited(trader: Trader, fake_risk: FakeRisk) -> None:
+def test_risk_refusals_execute_nothing_and_are_audited(trader: Trader) -> None:
     dep_id = trader.deploy("acc-refused")["deploymentId"]
     trader.mark("BTC-USD", "100")
-    fake_risk.mode = "refuse"
+    # Version 2: orders up to 50 of notional; a buy of 1 at 100 breaches it.
+    assert trader.put_policy(policy(maxOrderNotional="50"), "small orders") == 2
     refused = trader.order(dep_id, "buy", "1", headers={"X-Request-Id": "req-refused-0001"})
     problem = assert_problem(refused, 422, "RISK_LIMIT_BREACHED")
     assert problem["outcome"] == "ORDER_NOTIONAL_LIMIT"
-    fake_risk.mode = "kill"
+    # A risk officer halts the account: its orders and new deployments are held (423).
+    trader.engage("account", "acc-refused")
     held = trader.order(dep_id, "buy", "1")
     assert assert_problem(held, 423, "KILL_SWITCH_ENGAGED")["outcome"] == "KILL_SWITCH_ENGAGED"
     body = {"strategyId": "s", "accountId": "acc-refused", "instruments": ["BTC-USD"]}
@@ -250,68 +271,86 @@ def test_risk_refusals_execute_nothing_and_are_audited(trader: Trader, fake_risk
     assert trader.orders(dep_id) == []
     # Stop still passes a held kill switch: it reduces risk.
     assert trader.stop(dep_id).json()["state"] == "stopped"
-    (event,) = audit_events(trader.client, {"order.rejected"}, requestId="req-refused-0001")
-    assert event["outcome"] == "ORDER_NOTIONAL_LIMIT" and event["policyVersion"] == POLICY_VERSION
+    events = audit_events(
+        trader.client, {"risk.decision", "order.rejected"}, requestId="req-refused-0001"
+    )
+    (decision,) = [e for e in events if e["type"] == "risk.decision"]
+    assert decision["outcome"] == "ORDER_NOTIONAL_LIMIT"
+    (event,) = [e for e in events if e["type"] == "order.rejected"]
+    assert event["outcome"] == "ORDER_NOTIONAL_LIMIT"
+    assert event["policyVersion"] == "risk-policy.v1@2"
 
 
 def test_risk_down_fails_closed_and_the_key_stays_usable(
-    trader: Trader, fake_risk: FakeRisk
+    execution_stack: ExecutionStack, trader: Trader
 ) -> None:
     dep_id = trader.deploy("acc-down-risk")["deploymentId"]
     trader.mark("BTC-USD", "100")
-    fake_risk.mode = "down"
     order_key, deploy_key = new_key(), new_key()
-    assert_problem(trader.order(dep_id, "buy", "1", key=order_key), 503, "RISK_UNAVAILABLE")
-    body = {"strategyId": "s", "accountId": "acc-x", "instruments": ["BTC-USD"]}
-    create = trader.post("/v1/deployments", {**body, "capitalAllocation": "1"}, deploy_key)
-    assert_problem(create, 503, "RISK_UNAVAILABLE")
-    assert trader.orders(dep_id) == []
+    with execution_stack.risk_down():
+        assert_problem(trader.order(dep_id, "buy", "1", key=order_key), 503, "RISK_UNAVAILABLE")
+        body = {"strategyId": "s", "accountId": "acc-x", "instruments": ["BTC-USD"]}
+        create = trader.post("/v1/deployments", {**body, "capitalAllocation": "1"}, deploy_key)
+        assert_problem(create, 503, "RISK_UNAVAILABLE")
+        assert trader.orders(dep_id) == []
     # Nothing ran, so the same key runs the command once risk is back.
-    fake_risk.mode = "approve"
     retried = trader.order(dep_id, "buy", "1", key=order_key)
     assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers
     assert len(trader.orders(dep_id)) == 1
 
 
-def test_stop_and_flatten_proceed_when_risk_is_down(trader: Trader, fake_risk: FakeRisk) -> None:
+def test_stop_and_flatten_proceed_when_risk_is_down(
+    execution_stack: ExecutionStack, trader: Trader
+) -> None:
     """Documented choice: reducing risk is never blocked by the risk service being down."""
     dep_id = trader.deploy("acc-stop-no-risk")["deploymentId"]
     trader.mark("BTC-USD", "100")
     trader.filled(dep_id, "buy", "1")
-    fake_risk.mode = "down"
-    stopped = trader.stop(dep_id, flatten=True, key=new_key())
+    with execution_stack.risk_down():
+        stopped = trader.stop(dep_id, flatten=True, key=new_key())
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()["state"] == "stopped"
     assert stopped.json()["positions"][0]["quantity"] == "0"
+    flatten = [o for o in trader.orders(dep_id) if o["reduceOnly"]]
+    assert [(o["side"], o["outcome"]) for o in flatten] == [("sell", "RISK_UNAVAILABLE")]
     events = audit_events(trader.client, {"deployment.stopping"}, deploymentId=dep_id)
     stopping = next(e for e in events if e["type"] == "deployment.stopping")
     assert stopping["outcome"] == "RISK_UNAVAILABLE" and stopping["data"]["riskDecided"] is False
 
 
 def test_kill_switch_tripped_by_an_equity_report_is_enforced(
-    execution_stack: ExecutionStack, trader: Trader, fake_risk: FakeRisk
+    execution_stack: ExecutionStack, trader: Trader
 ) -> None:
-    dep_id = trader.deploy("acc-trip")["deploymentId"]
+    # Version 2 tracks the deployment's drawdown only: more than 10% below the peak on 3
+    # consecutive equity reports trips its switch, which flattens.
+    trader.put_policy(
+        {**TRADING_POLICY, "killSwitch": {**POLICY["killSwitch"], "scopes": ["deployment"]}}
+    )
+    dep_id = trader.deploy("acc-trip", capital="350")["deploymentId"]
     trader.mark("BTC-USD", "100")
     trader.filled(dep_id, "buy", "2")
     body = trader.order_body(dep_id, "buy", "1", type="limit", limitPrice="50")
     resting = trader.post("/v1/orders", body, new_key()).json()
-    switch = risk_pb2.KillSwitch(
-        scope="deployment", scope_id=dep_id, engaged=True, reason="drawdown", flatten=True
-    )
-    fake_risk.trip.append(switch)
-    fake_risk.engaged.append(switch)
+    assert resting["status"] == "accepted", resting
+    # Each mark makes execution report equity 310 (40 lost on 350): 11.4% below the peak.
+    for _ in range(2):
+        trader.mark("BTC-USD", "80")
+        assert trader.kill_switch("deployment", dep_id)["engaged"] is False
     trader.mark("BTC-USD", "80")
     assert trader.client.get(f"/v1/orders/{resting['orderId']}").json()["status"] == "cancelled"
     dep = trader.deployment(dep_id)
     assert dep["positions"][0]["quantity"] == "0" and dep["state"] == "running"
-    assert dep["killSwitch"] == {
-        "engaged": True,
-        "scope": "deployment",
-        "scopeId": dep_id,
-        "reason": "drawdown",
-    }
+    held = dep["killSwitch"]
+    assert (held["engaged"], held["scope"], held["scopeId"]) == (True, "deployment", dep_id)
+    assert "exceeded maxDrawdownPct 10 on 3 consecutive equity reports" in held["reason"]
+    # Execution enforced the trip from its report's reply, and risk asks it to as well: the
+    # two reducers never take the same quantity, so there is exactly one flatten order.
+    switch = wait_for(
+        lambda: (s := trader.kill_switch("deployment", dep_id))["enforcement"] == "enforced" and s
+    )
+    assert switch["trigger"] == "drawdown" and switch["flatten"] is True
     assert [o["side"] for o in trader.orders(dep_id) if o["reduceOnly"]] == ["sell"]
+    assert trader.position(dep_id)["quantity"] == "0"
     audit_events(trader.client, {"killswitch.enforced"}, deploymentId=dep_id)
     # Risk calling EnforceKillSwitch again is harmless: nothing is left to cancel or reduce.
     again = execution_stack.stub().EnforceKillSwitch(
@@ -378,8 +417,10 @@ def test_in_flight_orders_are_reconciled_by_client_order_id_after_a_crash(
     order_key = new_key()
     try:
         crashed = trader.order(dep_id, "buy", "1", key=order_key)
-        assert crashed.status_code in (502, 503, 504), crashed.text  # the process died mid-call
-        assert not execution_stack.execution.alive()
+        assert crashed.status_code in (502, 503, 504), crashed.text
+        # The process died mid-call (the reply can beat the exit status by a moment).
+        assert execution_stack.execution.proc is not None
+        assert execution_stack.execution.proc.wait(10) == 137
     finally:
         execution_stack.restart_execution(GATE4_FAULT_CRASH_AFTER_VENUE="")
     # The venue filled it; the restarted process adopts that once the lease lapses.
@@ -473,15 +514,18 @@ def test_real_risk_runbook_flow(live_stack: LiveStack) -> None:
         trader.close()
 
 
-def test_real_risk_down_fails_closed(private_stack: LiveStack) -> None:
-    trader = Trader.open(private_stack, new_tenant("riskdown"))
+def test_real_risk_down_fails_closed(execution_stack: ExecutionStack) -> None:
+    trader = Trader.open(execution_stack, new_tenant("riskdown"))
     try:
-        private_stack.stack.processes["risk"].kill()
-        body = {"strategyId": "s", "accountId": "acc-1", "instruments": ["BTC-USD"]}
-        response = trader.post("/v1/deployments", {**body, "capitalAllocation": "10"}, new_key())
-        assert_problem(response, 503, "RISK_UNAVAILABLE")
-        listing = trader.client.get("/v1/deployments").json()
-        assert listing["deployments"] == []
+        trader.put_policy(POLICY)
+        with execution_stack.risk_down():
+            body = {"strategyId": "s", "accountId": "acc-1", "instruments": ["BTC-USD"]}
+            response = trader.post(
+                "/v1/deployments", {**body, "capitalAllocation": "10"}, new_key()
+            )
+            assert_problem(response, 503, "RISK_UNAVAILABLE")
+            listing = trader.client.get("/v1/deployments").json()
+            assert listing["deployments"] == []
     finally:
         trader.close()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.risk.rig import RiskRig, new_tenant, policy_doc
+from tests.risk.rig import RiskRig, new_tenant, policy_doc, resting_buys
 from tests.support.stack import LiveStack, wait_for
 
 
@@ -78,10 +78,16 @@ def test_kill_switch_transitions_are_audited(risk_rig: RiskRig) -> None:
     risk_rig.put_policy(
         tenant, policy_doc(killSwitch_confirmations=2, killSwitch_scopes=["deployment"])
     )
+    with risk_rig.trader(tenant) as trader:
+        # A real deployment of acc-1 with two open orders; it has no position, so execution
+        # never reports its equity: the reports below are the only ones.
+        trader.mark("BTC-USD", "1000")
+        dep_id = trader.deploy("acc-1", capital="10000")["deploymentId"]
+        resting = resting_buys(trader, dep_id, "990", "980")
     t0 = datetime(2026, 4, 1, 12, tzinfo=UTC)
     for step, equity in enumerate(["10000", "8000", "8000"]):
-        risk_rig.report(tenant, equity, at=t0 + timedelta(seconds=step))
-    risk_rig.release(tenant, "deployment", "dep-1")
+        risk_rig.report(tenant, equity, at=t0 + timedelta(seconds=step), deployment=dep_id)
+    risk_rig.release(tenant, "deployment", dep_id)
     risk_rig.engage(tenant, "account", "acc-1")
 
     wanted = {
@@ -90,7 +96,7 @@ def test_kill_switch_transitions_are_audited(risk_rig: RiskRig) -> None:
         "killswitch.enforcement",
         "killswitch.released",
     }
-    events = risk_rig.wait_types(tenant, wanted, deployment_id="dep-1")
+    events = risk_rig.wait_types(tenant, wanted, deployment_id=dep_id)
     breach = only(events, "risk.drawdown")
     assert (breach["outcome"], breach["data"]["confirmations"]) == ("DRAWDOWN_BREACH", 1)
     tripped = only(events, "killswitch.tripped")
@@ -100,14 +106,16 @@ def test_kill_switch_transitions_are_audited(risk_rig: RiskRig) -> None:
     assert tripped["data"]["evidence"]["peakEquity"] == "10000"
     enforced = only(events, "killswitch.enforcement")
     assert enforced["outcome"] == "ENFORCED"
-    assert enforced["data"]["cancelledOrderIds"] == ["ord_open_1", "ord_open_2"]
+    # Execution cancelled the deployment's two open orders when risk asked it to.
+    assert sorted(enforced["data"]["cancelledOrderIds"]) == sorted(resting)
     released = only(events, "killswitch.released")
     assert (released["outcome"], released["userId"], released["reason"]) == (
         "RELEASED",
         "olga",
         "breach reviewed",
     )
-    engaged = only(risk_rig.wait_events(tenant, account_id="acc-1"), "killswitch.engaged")
+    account_events = risk_rig.wait_types(tenant, {"killswitch.engaged"}, account_id="acc-1")
+    engaged = only(account_events, "killswitch.engaged")
     assert (engaged["outcome"], engaged["data"]["trigger"]) == ("ENGAGED", "manual")
 
 

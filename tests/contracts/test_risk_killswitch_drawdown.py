@@ -1,6 +1,10 @@
 """The drawdown kill switch: trips after N confirmations and not before, latches, blocks
 new risk with 423 while stop, cancel and reduce-only pass, flattens on the correct side,
 releases only for a risk-officer, and replays deterministically from the same reports.
+
+RPC-level tests call the real risk process of the shared platform (`risk_rig`); when a switch
+engages, risk asks the real execution service to enforce it, and the tests check what
+execution did: open orders cancelled, positions flattened on the reducing side, audited.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import pytest
 
 from services.risk import drawdown
 from tests.gateway.test_auth import assert_problem
-from tests.risk.rig import RiskRig, new_tenant, policy_doc
+from tests.risk.rig import RiskRig, new_tenant, policy_doc, resting_buys
 from tests.support import rpc
 from tests.support.stack import LiveStack, wait_for
 
@@ -170,41 +174,69 @@ def test_a_trip_asks_execution_to_cancel_and_flatten_when_the_policy_says_so(
         killSwitch_flattenOnTrip=flatten,
         killSwitch_scopes=["deployment"],
     )
-    risk_rig.report(tenant, "10000", at=at(0))
-    risk_rig.report(tenant, "5000", at=at(1))
-    calls = wait_for(lambda: risk_rig.execution.calls_for(tenant))
-    assert [(c.scope, c.scope_id, c.flatten) for c in calls] == [("deployment", "dep-1", flatten)]
-    switch = risk_rig.wait_enforcement(tenant, "deployment", "dep-1", "enforced")
-    assert switch.flatten is flatten
-    assert switch.enforcement_detail.startswith("execution cancelled 2 open order(s)")
+    with risk_rig.trader(tenant) as trader:
+        trader.mark("BTC-USD", "1000")
+        dep_id = trader.deploy("acc-1", capital="10000")["deploymentId"]
+        trader.filled(dep_id, "buy", "2")
+        resting = resting_buys(trader, dep_id, "990", "980")
+        # The test makes the equity reports here (the RPC execution makes after marks and
+        # fills), so the only enforcement is the one risk asks execution for.
+        now = datetime.now(UTC)
+        risk_rig.report(tenant, "10000", at=now + timedelta(seconds=1), deployment=dep_id)
+        tripped = risk_rig.report(tenant, "5000", at=now + timedelta(seconds=2), deployment=dep_id)
+        assert trips(tripped) == [f"deployment:{dep_id}"]
+
+        switch = risk_rig.wait_enforcement(tenant, "deployment", dep_id, "enforced")
+        assert switch.flatten is flatten
+        assert switch.enforcement_detail.startswith("execution cancelled 2 open order(s)")
+        orders = {o["orderId"]: o for o in trader.orders(dep_id)}
+        assert [orders[i]["status"] for i in resting] == ["cancelled", "cancelled"]
+        flattened = [
+            (o["side"], o["quantity"], o["status"]) for o in orders.values() if o["reduceOnly"]
+        ]
+        assert flattened == ([("sell", "2", "filled")] if flatten else [])
+        assert trader.position(dep_id)["quantity"] == ("0" if flatten else "2")
+        (enforced,) = risk_rig.enforced_by_execution(trader, dep_id)
+        data = enforced["data"]
+        assert (data["scope"], data["scopeId"], data["flatten"]) == ("deployment", dep_id, flatten)
+        assert sorted(data["cancelledOrderIds"]) == sorted(resting)
+        assert enforced["outcome"] == "ENFORCED" and enforced["source"] == "execution"
 
 
 def test_execution_down_is_audited_and_the_switch_stays_engaged(risk_rig: RiskRig) -> None:
     tenant = armed(risk_rig)
-    risk_rig.execution.failing = True
-    try:
-        switch = risk_rig.engage(tenant, "tenant", tenant)
-    finally:
-        risk_rig.execution.failing = False
-    assert switch.engaged and switch.enforcement == "failed"
-    assert "UNAVAILABLE" in switch.enforcement_detail or "DEPENDENCY" in switch.enforcement_detail
-    failed = risk_rig.wait_events(tenant, type="killswitch.enforcement")
-    assert failed[0]["outcome"] == "ENFORCEMENT_FAILED"
-    # Risk retries until execution enforces it.
-    retried = risk_rig.wait_enforcement(tenant, "tenant", tenant, "enforced", timeout=15)
-    assert retried.engaged
-    outcomes = [
-        e["outcome"] for e in risk_rig.wait_events(tenant, 2, type="killswitch.enforcement")
-    ]
-    assert outcomes == ["ENFORCEMENT_FAILED", "ENFORCED"]
+    with risk_rig.trader(tenant) as trader:
+        trader.mark("BTC-USD", "1000")
+        dep_id = trader.deploy("acc-1")["deploymentId"]
+        (resting,) = resting_buys(trader, dep_id, "990")
+        with risk_rig.platform.execution_down():
+            switch = risk_rig.engage(tenant, "tenant", tenant)
+            assert switch.engaged and switch.enforcement == "failed"
+            detail = switch.enforcement_detail
+            assert "UNAVAILABLE" in detail or "DEPENDENCY" in detail
+            failed = risk_rig.wait_events(tenant, type="killswitch.enforcement")
+            assert failed[0]["outcome"] == "ENFORCEMENT_FAILED"
+        # Risk retries until execution, back again, enforces it.
+        retried = risk_rig.wait_enforcement(tenant, "tenant", tenant, "enforced", timeout=15)
+        assert retried.engaged
+        outcomes = [
+            e["outcome"] for e in risk_rig.wait_events(tenant, 2, type="killswitch.enforcement")
+        ]
+        assert outcomes == ["ENFORCEMENT_FAILED", "ENFORCED"]
+        # The order that survived the outage is cancelled now.
+        order = trader.client.get(f"/v1/orders/{resting}").json()
+        assert order["status"] == "cancelled"
 
 
 def test_engaging_an_engaged_switch_changes_nothing(risk_rig: RiskRig) -> None:
     tenant = armed(risk_rig)
-    first = risk_rig.engage(tenant, "deployment", "dep-9")
-    again = risk_rig.engage(tenant, "deployment", "dep-9")
-    assert again.engaged_at == first.engaged_at and again.reason == first.reason
-    assert len(risk_rig.execution.calls_for(tenant)) == 1
+    with risk_rig.trader(tenant) as trader:
+        dep_id = trader.deploy("acc-1")["deploymentId"]
+        first = risk_rig.engage(tenant, "deployment", dep_id)
+        again = risk_rig.engage(tenant, "deployment", dep_id)
+        assert again.engaged_at == first.engaged_at and again.reason == first.reason
+        # Execution was asked to enforce once.
+        assert len(risk_rig.enforced_by_execution(trader, dep_id)) == 1
 
 
 def test_release_needs_a_risk_officer_and_an_engaged_switch(risk_rig: RiskRig) -> None:

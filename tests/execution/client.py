@@ -1,4 +1,8 @@
-"""A trader's view of the Platform API for execution tests: one tenant, plain HTTP calls."""
+"""A trader's view of the Platform API for execution tests: one tenant, plain HTTP calls.
+
+The user holds every role, so a test can also put its tenant's risk policy and engage kill
+switches, the way a risk officer would.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +40,28 @@ class Trader:
         if body is None:
             return self.client.post(path, headers=extra)
         return self.client.post(path, json=body, headers=extra)
+
+    def put_policy(self, policy: dict[str, Any], reason: str = "execution tests") -> int:
+        """Puts a risk-policy.v1 for the tenant (the user holds risk-officer); its version."""
+        response = self.client.put("/v1/risk/policy", json={"policy": policy, "reason": reason})
+        assert response.status_code in (200, 201), response.text
+        version: int = response.json()["version"]
+        return version
+
+    def engage(self, scope: str, scope_id: str, reason: str = "test halt") -> dict[str, Any]:
+        """Engages a kill switch by hand (risk-officer), as an operator would."""
+        response = self.client.post(
+            f"/v1/risk/kill-switches/{scope}/{scope_id}/actions/engage", json={"reason": reason}
+        )
+        assert response.status_code == 200, response.text
+        switch: dict[str, Any] = response.json()
+        return switch
+
+    def kill_switch(self, scope: str, scope_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/v1/risk/kill-switches/{scope}/{scope_id}")
+        assert response.status_code == 200, response.text
+        switch: dict[str, Any] = response.json()
+        return switch
 
     def deploy(self, account: str, capital: str = "100000", **fields: Any) -> dict[str, Any]:
         body = {

@@ -1,33 +1,29 @@
-"""Test doubles and launchers for the execution service.
+"""The real platform for execution tests, with the settings crash and retry tests need.
 
-`FakeRisk` is a scriptable RiskService on a real gRPC port: it approves, refuses or fails as
-the test says and records every request, so execution logic is tested without depending on
-the risk rules. `start_execution_stack` runs the real audit, execution and gateway processes
-against it; `execution_process` runs one more execution process (two replicas on one
-PostgreSQL database).
+`start_execution_stack` runs the real audit, risk, execution and gateway processes with short
+leases, fast retries and simulated venue faults for accounts named after them (`FAST_ENV`).
+Risk decides for real: a test puts a `risk-policy.v1` for its own tenant first, and drives
+refusals, kill switches and outages through the real risk service. `ExecutionStack` adds
+what outage tests need: restarting execution with other settings, taking risk or execution
+down and bringing it back. `execution_process` runs one more execution process (two
+replicas on one PostgreSQL database) against the stack's risk and audit.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cli.devstack import PROCESSES, ManagedProcess, Stack, free_port, stack_env
 from gate4.execution.v1 import execution_pb2, execution_pb2_grpc
-from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
 from tests.support import rpc
-from tests.support.stack import TEST_ENV, LiveStack
-
-POLICY_VERSION = "risk-policy.v1@7"
+from tests.support.stack import TEST_ENV, LiveStack, wait_for
 
 #: Short leases and fast retries keep crash and retry tests quick.
 FAST_ENV = {
@@ -45,106 +41,44 @@ FAST_ENV = {
     ),
 }
 
+#: What the execution tests need; conversation is left out.
+NAMES = ["audit", "risk", "execution", "gateway"]
 
-@dataclass
-class FakeRisk(risk_pb2_grpc.RiskServiceServicer):
-    """mode: "approve", "refuse" (outcome `refuse_outcome`), "kill" (kill switch held),
-    "refuse_orders" (every order refused, reduce-only too; deployments approved) or "down"
-    (UNAVAILABLE). Like the real risk service, stops and reduce-only orders pass a held kill
-    switch."""
-
-    mode: str = "approve"
-    refuse_outcome: str = "ORDER_NOTIONAL_LIMIT"
-    calls: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
-    trip: list[risk_pb2.KillSwitch] = field(default_factory=list)
-    engaged: list[risk_pb2.KillSwitch] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.mode, self.refuse_outcome = "approve", "ORDER_NOTIONAL_LIMIT"
-            self.calls.clear()
-            self.trip.clear()
-            self.engaged.clear()
-
-    def _record(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
-        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        with self.lock:
-            self.calls.append((method, request, metadata))
-        if self.mode == "down":
-            context.abort(grpc.StatusCode.UNAVAILABLE, "fake risk is down")
-
-    def _decide(self, reduces: bool) -> risk_pb2.RiskDecision:
-        outcome = "APPROVED"
-        if self.mode == "refuse" and not reduces:
-            outcome = self.refuse_outcome
-        elif self.mode == "kill" and not reduces:
-            outcome = "KILL_SWITCH_ENGAGED"
-        return risk_pb2.RiskDecision(
-            approved=outcome == "APPROVED",
-            outcome=outcome,
-            reason=f"fake risk says {outcome}",
-            policy_version=POLICY_VERSION,
-            decision_id=f"dec_{uuid.uuid4().hex[:12]}",
-        )
-
-    def CheckOrder(self, request: Any, context: Any) -> risk_pb2.RiskDecision:
-        self._record("CheckOrder", request, context)
-        if self.mode == "refuse_orders":
-            return risk_pb2.RiskDecision(
-                approved=False, outcome=self.refuse_outcome, policy_version=POLICY_VERSION
-            )
-        return self._decide(request.order.reduce_only)
-
-    def CheckDeployment(self, request: Any, context: Any) -> risk_pb2.RiskDecision:
-        self._record("CheckDeployment", request, context)
-        return self._decide(request.action == "stop")
-
-    def ReportEquity(self, request: Any, context: Any) -> risk_pb2.ReportEquityResponse:
-        self._record("ReportEquity", request, context)
-        with self.lock:
-            tripped, self.trip[:] = list(self.trip), []
-        return risk_pb2.ReportEquityResponse(tripped=tripped)
-
-    def ListKillSwitches(self, request: Any, context: Any) -> risk_pb2.ListKillSwitchesResponse:
-        self._record("ListKillSwitches", request, context)
-        return risk_pb2.ListKillSwitchesResponse(kill_switches=self.engaged)
-
-    def requests(self, method: str) -> list[Any]:
-        with self.lock:
-            return [r for m, r, _ in self.calls if m == method]
-
-
-@contextmanager
-def fake_risk_server() -> Iterator[tuple[FakeRisk, int]]:
-    # Only the RPCs execution calls are implemented; the others answer UNIMPLEMENTED.
-    fake = FakeRisk()  # type: ignore[abstract]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    risk_pb2_grpc.add_RiskServiceServicer_to_server(fake, server)
-    status = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(status, server)
-    status.set("", health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield fake, port
-    finally:
-        server.stop(0)
+#: A tenant with no risk policy, used only to see whether the processes reach each other.
+PROBE_TENANT = "probe-reachability"
 
 
 @dataclass
 class ExecutionStack(LiveStack):
-    """Audit, execution and the gateway, with risk played by a FakeRisk."""
+    """Audit, risk, execution and the gateway, all real, on free loopback ports."""
 
-    risk: FakeRisk | None = None
+    _channels: dict[str, grpc.Channel] = field(default_factory=dict)
+    _probe_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def execution(self) -> ManagedProcess:
         return self.stack.processes["execution"]
 
+    @property
+    def risk(self) -> ManagedProcess:
+        return self.stack.processes["risk"]
+
+    def channel(self, name: str) -> grpc.Channel:
+        """A sync channel to one of the services (kept open for the stack's life)."""
+        if name not in self._channels:
+            self._channels[name] = rpc.channel(self.stack.ports[name])
+        return self._channels[name]
+
     def stub(self) -> execution_pb2_grpc.ExecutionServiceStub:
-        channel = grpc.insecure_channel(f"127.0.0.1:{self.stack.ports['execution']}")
-        return execution_pb2_grpc.ExecutionServiceStub(channel)
+        return execution_pb2_grpc.ExecutionServiceStub(self.channel("execution"))
+
+    def stop(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        self.stack.stop()
+
+    # -- restarts and outages --------------------------------------------------------------
 
     def restart_execution(self, **env: str) -> None:
         """Starts execution again (after a crash), with env changes ("" removes a variable)."""
@@ -158,18 +92,50 @@ class ExecutionStack(LiveStack):
         proc.start()
         proc.wait_ready(60)
 
+    @contextmanager
+    def risk_down(self) -> Iterator[None]:
+        """The risk process killed for the block; started again (same database) after it,
+        and only returns once the gateway and execution reach it again."""
+        self.risk.kill()
+        try:
+            yield
+        finally:
+            self.stack.restart("risk")
+            self.wait_reachable()
 
-def start_execution_stack(
-    var_dir: Path, risk_port: int, env: dict[str, str] | None = None
-) -> ExecutionStack:
-    ports = {name: free_port() for name in PROCESSES}
-    ports["risk"] = risk_port
-    stack = Stack(
-        var_dir,
-        ports=ports,
-        env={**TEST_ENV, **FAST_ENV, **(env or {})},
-        names=["audit", "execution", "gateway"],
-    )
+    @contextmanager
+    def execution_down(self) -> Iterator[None]:
+        """The execution process killed for the block; started again after it."""
+        self.execution.kill()
+        try:
+            yield
+        finally:
+            self.restart_execution()
+            self.wait_reachable()
+
+    def wait_reachable(self, timeout: float = 20.0) -> None:
+        """Waits until the gateway reaches risk and execution reaches risk (gRPC channels
+        reconnect with a backoff after a peer died). The probe tenant has no policy, so risk
+        answers 404 for its policy and refuses its deployments: nothing is ever created."""
+        if not self._probe_headers:
+            self._probe_headers = self.headers(tenant=PROBE_TENANT)
+        body = {"strategyId": "probe", "accountId": "acc-probe", "instruments": ["BTC-USD"]}
+
+        def probe() -> bool:
+            with self.client(self._probe_headers) as client:
+                policy = client.get("/v1/risk/policy")
+                created = client.post(
+                    "/v1/deployments",
+                    json={**body, "capitalAllocation": "1"},
+                    headers={"Idempotency-Key": f"probe-{uuid.uuid4().hex}"},
+                )
+            return policy.status_code == 404 and created.status_code == 422
+
+        wait_for(probe, timeout=timeout, interval=0.1)
+
+
+def start_execution_stack(var_dir: Path, env: dict[str, str] | None = None) -> ExecutionStack:
+    stack = Stack(var_dir, env={**TEST_ENV, **FAST_ENV, **(env or {})}, names=NAMES)
     try:
         stack.start(timeout=60)
     except Exception:
@@ -180,11 +146,12 @@ def start_execution_stack(
 
 @contextmanager
 def execution_process(
-    var_dir: Path, name: str, risk_port: int, env: dict[str, str]
+    var_dir: Path, name: str, platform: ExecutionStack, env: dict[str, str]
 ) -> Iterator[ManagedProcess]:
-    """One more execution process (its own port and log) with the given environment."""
+    """One more execution process (its own port and log) using the platform's risk and audit."""
     ports = {n: free_port() for n in PROCESSES}
-    ports["risk"] = risk_port
+    ports["risk"] = platform.stack.ports["risk"]
+    ports["audit"] = platform.stack.ports["audit"]
     proc = ManagedProcess(
         "execution",
         stack_env(var_dir, ports, {**TEST_ENV, **FAST_ENV, **env}),

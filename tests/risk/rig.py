@@ -1,34 +1,31 @@
-"""A real risk process (with the real audit process) for RPC-level tests.
+"""The real risk service, from RPC-level tests, on the shared platform of the contract tests.
 
-Execution is a stand-in served from the test process: it records every EnforceKillSwitch
-risk sends and answers as the test tells it, so enforcement is observable without
-depending on the execution service. Calls carry the service token and tenant the way an
-internal caller's do (tests/support/rpc.py).
+`RiskRig` calls the risk process of a running `ExecutionStack` (tests/execution/support.py)
+the way an internal caller does (service token and tenant, tests/support/rpc.py), reads the
+audit service directly, and reaches the real execution service through the gateway: when a
+switch engages, risk's `EnforceKillSwitch` goes to the real execution process, so a test
+sees what enforcement really did (orders cancelled, positions flattened, audit events).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from concurrent import futures
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from cli.devstack import PROCESSES, Stack, free_port
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
-from gate4.execution.v1 import execution_pb2, execution_pb2_grpc
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
 from services.runtime.correlation import MD_USER_ID
+from tests.execution.client import Trader, new_key
+from tests.execution.support import ExecutionStack
 from tests.support import rpc
 from tests.support.stack import wait_for
 
@@ -98,39 +95,28 @@ def order_intent(**fields: Any) -> risk_pb2.OrderIntent:
     return intent
 
 
-class FakeExecution(execution_pb2_grpc.ExecutionServiceServicer):
-    """Records EnforceKillSwitch calls; fails them with UNAVAILABLE while `failing` is set."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, execution_pb2.EnforceKillSwitchRequest]] = []
-        self.failing = False
-        self._lock = threading.Lock()
-
-    def EnforceKillSwitch(
-        self, request: execution_pb2.EnforceKillSwitchRequest, context: grpc.ServicerContext
-    ) -> execution_pb2.EnforceKillSwitchResponse:
-        tenant = dict(context.invocation_metadata()).get("x-tenant-id", "")
-        with self._lock:
-            self.calls.append((str(tenant), request))
-        if self.failing:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "execution is down (test)")
-        flatten = ["ord_flat_1"] if request.flatten else []
-        return execution_pb2.EnforceKillSwitchResponse(
-            cancelled_order_ids=["ord_open_1", "ord_open_2"], flatten_order_ids=flatten
-        )
-
-    def calls_for(self, tenant: str) -> list[execution_pb2.EnforceKillSwitchRequest]:
-        with self._lock:
-            return [req for t, req in self.calls if t == tenant]
-
-
 @dataclass
 class RiskRig:
-    stack: Stack
+    platform: ExecutionStack
     risk: risk_pb2_grpc.RiskServiceStub
     audit: audit_pb2_grpc.AuditServiceStub
-    execution: FakeExecution
-    channels: list[grpc.Channel] = field(default_factory=list)
+
+    @classmethod
+    def on(cls, platform: ExecutionStack) -> RiskRig:
+        return cls(
+            platform=platform,
+            risk=risk_pb2_grpc.RiskServiceStub(platform.channel("risk")),
+            audit=audit_pb2_grpc.AuditServiceStub(platform.channel("audit")),
+        )
+
+    @contextmanager
+    def trader(self, tenant: str) -> Iterator[Trader]:
+        """The tenant's user with every role, through the gateway (execution's routes)."""
+        trader = Trader.open(self.platform, tenant)
+        try:
+            yield trader
+        finally:
+            trader.close()
 
     # -- policy ----------------------------------------------------------------------------
 
@@ -263,6 +249,20 @@ class RiskRig:
 
         return wait_for(probe, timeout=timeout)
 
+    def enforced_by_execution(self, trader: Trader, deployment_id: str) -> list[dict[str, Any]]:
+        """Execution's `killswitch.enforced` events for the deployment (one per enforcement
+        that found it), read once execution's outbox shipped everything it wrote so far: a
+        later execution event (marks) is waited for, and the outbox ships in order."""
+        barrier = f"req-barrier-{uuid.uuid4().hex[:12]}"
+        marks = {"marks": [{"instrument": "ETH-USD", "price": "2000"}]}
+        assert trader.post("/v1/sandbox/marks", marks, **{"X-Request-Id": barrier}).is_success
+        self.wait_events(trader.tenant, request_id=barrier)
+        return [
+            e
+            for e in self.events(trader.tenant, deployment_id=deployment_id)
+            if e["type"] == "killswitch.enforced"
+        ]
+
     def wait_types(
         self, tenant: str, types: set[str], timeout: float = 10.0, **query: Any
     ) -> list[dict[str, Any]]:
@@ -275,34 +275,13 @@ class RiskRig:
         return wait_for(probe, timeout=timeout)
 
 
-@contextmanager
-def running_risk(var_dir: Path, env: dict[str, str] | None = None) -> Iterator[RiskRig]:
-    """audit + risk as real processes, execution as the in-process FakeExecution."""
-    fake = FakeExecution()  # type: ignore[abstract]  # only EnforceKillSwitch is served
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    execution_pb2_grpc.add_ExecutionServiceServicer_to_server(fake, server)
-    ports = {name: free_port() for name in PROCESSES}
-    server.add_insecure_port(f"127.0.0.1:{ports['execution']}")
-    server.start()
-    stack = Stack(var_dir, ports=ports, names=["audit", "risk"], env=env)
-    channels: list[grpc.Channel] = []
-    try:
-        stack.start(timeout=60)
-        channels = [rpc.channel(ports["risk"]), rpc.channel(ports["audit"])]
-        yield RiskRig(
-            stack=stack,
-            risk=risk_pb2_grpc.RiskServiceStub(channels[0]),
-            audit=audit_pb2_grpc.AuditServiceStub(channels[1]),
-            execution=fake,
-            channels=channels,
-        )
-    finally:
-        for ch in channels:
-            ch.close()
-        stack.stop()
-        server.stop(0)
-
-
-def settle(seconds: float = 0.05) -> None:
-    """A short pause for background work that has nothing to poll for."""
-    time.sleep(seconds)
+def resting_buys(trader: Trader, deployment_id: str, *prices: str) -> list[str]:
+    """Limit buys of 1 BTC-USD at the given prices (below the mark), resting; their ids."""
+    ids = []
+    for price in prices:
+        body = trader.order_body(deployment_id, "buy", "1", type="limit", limitPrice=price)
+        response = trader.post("/v1/orders", body, new_key())
+        assert response.status_code == 201, response.text
+        assert response.json()["status"] == "accepted", response.text
+        ids.append(str(response.json()["orderId"]))
+    return ids
