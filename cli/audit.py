@@ -1,11 +1,22 @@
-"""`gate4 audit`: the hash-chained audit trail (events by correlation id, chain verify)."""
+"""`gate4 audit`: the hash-chained audit trail (events by correlation id, chain verify).
+
+`events` filters by requestId, deploymentId, orderId, sessionId, accountId, outcome, type
+and time (since/until). `verify` prints the API's verification document and, when the chain
+does not hold, one line naming its first broken link on stderr, and exits 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from functools import partial
 
 from cli.apicommand import Context, add_command
-from gate4_client.models import AuditEventPage, AuditFilters
+from cli.errors import EXIT_FAILURE, EXIT_OK
+from gate4_client.models import AuditEventPage, AuditFilters, ChainVerification
+
+Handler = Callable[[argparse.Namespace], int]
 
 NAME = "audit"
 HELP = "audit trail: events by requestId, deployment, order, session; verify the chain"
@@ -58,14 +69,36 @@ def register(parser: argparse.ArgumentParser) -> None:
     events.add_argument("--limit", type=int, metavar="N", help="page size (1-500, default 100)")
     events.add_argument("--cursor", help="nextCursor of the previous page")
 
-    add_command(
+    verify = add_command(
         commands,
         "verify",
-        help="recompute the tenant's hash chain and report the first bad link",
-        run=lambda ctx: ctx.client.verify_audit_chain(request_id=ctx.request_id),
+        help="recompute the tenant's hash chain and report the first bad link (exit 1 when broken)",
+        run=verify_chain,
         operations=("verifyAuditChain",),
         side_effect=False,
     )
+    verify.set_defaults(handler=partial(report_chain, verify.get_default("handler")))
+
+
+def verify_chain(ctx: Context) -> ChainVerification:
+    result = ctx.client.verify_audit_chain(request_id=ctx.request_id)
+    ctx.args.verification = result
+    return result
+
+
+def report_chain(execute: Handler, args: argparse.Namespace) -> int:
+    """Runs `verify` as every API command runs, then fails when the chain does not hold."""
+    code = execute(args)
+    result: ChainVerification | None = getattr(args, "verification", None)
+    if code != EXIT_OK or result is None or result.get("valid", False):
+        return code
+    print(
+        f"gate4: audit chain of tenant {result.get('tenantId')} is broken: first bad link at "
+        f"sequence {result.get('firstBadSequence')}: {result.get('problem')} "
+        f"({result.get('checkedEvents')} events intact before it)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILURE
 
 
 def query_events(ctx: Context) -> AuditEventPage:

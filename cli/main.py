@@ -13,7 +13,19 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from cli import audit, deployments, dev, killswitch, orders, risk, sessions, trace, turns
+from cli import (
+    audit,
+    deployments,
+    dev,
+    incident,
+    killswitch,
+    orders,
+    risk,
+    sessions,
+    trace,
+    triage,
+    turns,
+)
 from cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, exit_codes_epilog
 
 Handler = Callable[[argparse.Namespace], int]
@@ -35,6 +47,8 @@ GROUPS: tuple[CommandGroup, ...] = (
     killswitch,
     audit,
     trace,
+    triage,
+    incident,
     dev,
 )
 
