@@ -54,7 +54,7 @@ RELEASED = "RELEASED"
 
 #: Audit event types that become notifications, with their severity and headline: the
 #: kill-switch transitions risk records and the deployment transitions execution records
-#: (services/execution/commands.py writes `deployment.degraded` / `.recovered` only on change).
+#: (services/execution/placement.py writes `deployment.degraded` / `.recovered` only on change).
 KINDS: dict[str, Kind] = {
     "killswitch.tripped": Kind("critical", "Kill switch tripped", frozenset({KILL_SWITCH_TRIPPED})),
     "killswitch.engaged": Kind("critical", "Kill switch engaged", frozenset({ENGAGED})),

@@ -14,9 +14,9 @@ import grpc
 from gate4.execution.v1 import execution_pb2, execution_pb2_grpc
 from gate4.risk.v1 import risk_pb2_grpc
 from services.execution import reconcile
-from services.execution.commands import Commands
 from services.execution.config import ExecutionSettings, get_execution_settings
 from services.execution.faults import CrashHooks
+from services.execution.flows import Flows
 from services.execution.orchestrator import Orchestrator
 from services.execution.riskgate import RiskGate
 from services.execution.servicer import ExecutionServicer
@@ -48,12 +48,12 @@ class ExecutionService(BaseService):
             max_fill_quantity=self.execution.paper_venue_max_fill_quantity,
             faults=FaultPlan.parse(self.execution.paper_venue_faults),
         )
-        self.commands: Commands | None = None
+        self.flows: Flows | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> None:
         risk = RiskGate(risk_pb2_grpc.RiskServiceStub(self.channels["risk"]))
-        self.commands = Commands(
+        self.flows = Flows(
             self.db,
             self.outbox,
             self.venue,
@@ -63,13 +63,13 @@ class ExecutionService(BaseService):
             self.hooks,
         )
         execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
-            ExecutionServicer(self.db, self.commands, self.execution), server
+            ExecutionServicer(self.db, self.flows, self.execution), server
         )
 
     async def start(self, server: grpc.aio.Server) -> None:
         await super().start(server)
-        commands = self.commands
-        assert commands is not None
+        flows = self.flows
+        assert flows is not None
         # In-flight commands of a previous run are reconciled first, then periodically
         # (another replica's lapsed leases), and expired idempotency keys are purged.
         self._tasks = [
@@ -77,14 +77,14 @@ class ExecutionService(BaseService):
                 _every(
                     "reconcile",
                     self.execution.execution_reconcile_interval_seconds,
-                    partial(reconcile.run_once, commands),
+                    partial(reconcile.run_once, flows),
                 )
             ),
             asyncio.create_task(
                 _every(
                     "purge-idempotency-keys",
                     self.execution.execution_cleanup_interval_seconds,
-                    commands.purge_expired_keys,
+                    flows.purge_expired_keys,
                 )
             ),
         ]

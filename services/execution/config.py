@@ -5,6 +5,7 @@ Documented in docs/portal/operations/gate4-orchestrator-controls.md ("Configurat
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
@@ -49,6 +50,10 @@ class ExecutionSettings(BaseSettings):
     # Test hooks (see services/execution/faults.py); refused when GATE4_ENV=prod.
     fault_crash_after_commit: str = ""
     fault_crash_after_venue: str = ""
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.execution_command_lease_seconds)
 
 
 @lru_cache(maxsize=1)

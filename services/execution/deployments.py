@@ -9,6 +9,8 @@ STATE_CONFLICT.
 
 from __future__ import annotations
 
+import json
+
 from services.runtime import errors
 
 PENDING = "pending"
@@ -44,3 +46,8 @@ def check_accepts_orders(deployment_id: str, state: str) -> None:
         raise errors.StateConflict(
             f"deployment {deployment_id} is {state}; orders need a running deployment"
         )
+
+
+def instruments(stored: str) -> list[str]:
+    """The instruments a deployment was created for, from its stored JSON list."""
+    return [str(i) for i in json.loads(stored)]

@@ -43,6 +43,18 @@ COMPLETED = "completed"
 ROUTE_CREATE = "CreateDeployment"
 ROUTE_STOP = "StopDeployment"
 ROUTE_SUBMIT = "SubmitOrder"
+# Keyed by scope and engagement generation, so one engagement is enforced once.
+ROUTE_ENFORCE = "EnforceKillSwitch"
+
+
+@dataclass
+class Progress:
+    """What a keyed command has done, so a failure knows whether the key may be released."""
+
+    #: A side effect was committed that reconciliation, not a retry, must finish.
+    started: bool = False
+    #: The command stored its own result (or released the key) already.
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +168,28 @@ def claim(
         .values(owner=owner, lease_until=lease_until)
     )
     return Claim(route, key, owner, str(row["resource_id"]), resumed=True)
+
+
+def hold(conn: Connection, tenant_id: str, claim_: Claim | None, lease_until: datetime) -> None:
+    """Checks, inside the transaction that records a side effect, that this attempt still
+    holds the key, and extends its lease. An attempt whose lease lapsed and was taken over
+    is fenced out here, before it records anything the new holder would then repeat."""
+    if claim_ is None:
+        return
+    held = conn.execute(
+        sa.update(keys)
+        .where(
+            _where(tenant_id, claim_.route, claim_.key),
+            keys.c.owner == claim_.owner,
+            keys.c.status == IN_PROGRESS,
+        )
+        .values(lease_until=lease_until)
+    ).rowcount
+    if not held:
+        raise errors.IdempotencyInProgress(
+            "this request ran past its lease and another attempt took its Idempotency-Key "
+            "over; retry with the same key to get that attempt's result"
+        )
 
 
 def complete(

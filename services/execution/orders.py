@@ -11,6 +11,10 @@ that reduces the position and no larger than what is left to reduce once other o
 reduce-only orders are counted. The check runs in the same transaction that records the
 order, under the deployment's row lock, so two concurrent reducers cannot both take the
 same quantity and flip the position.
+
+Every write of a fill holds the deployment's row lock, taken first, so fills, positions
+and the peak equity of one deployment change one transaction at a time, also across
+processes; each change of an order is settled with risk after the commit (settlements.py).
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2
-from services.execution import store, venue
+from services.execution import settlements, store, venue
 from services.execution.positions import PLACES, ZERO, dec, fmt, reducing_side
 from services.execution.positions import value as positions_value
+from services.execution.unitofwork import Work
 from services.execution.venue import ExecutionReport
-from services.runtime import errors, outbox
-from services.runtime.outbox import Outbox
+from services.runtime import errors
 
 ACCEPTED = "accepted"
 PARTIALLY_FILLED = "partially_filled"
@@ -146,6 +150,7 @@ def insert_pending(
     intent: Intent,
     policy_version: str,
     outcome: str,
+    decision_id: str,
     idempotency_key: str,
     request_id: str,
     lease_until: datetime,
@@ -175,6 +180,7 @@ def insert_pending(
             lease_until=lease_until,
             idempotency_key=idempotency_key,
             request_id=request_id,
+            decision_id=decision_id,
             created_at=now,
             updated_at=now,
         )
@@ -182,8 +188,7 @@ def insert_pending(
 
 
 def _order_event(
-    box: Outbox,
-    conn: Connection,
+    work: Work,
     row: sa.RowMapping,
     type_: str,
     *,
@@ -191,32 +196,51 @@ def _order_event(
     reason: str = "",
     data: Mapping[str, object] | None = None,
 ) -> None:
-    box.add(
-        conn,
-        outbox.event(
-            type_,
-            source="execution",
-            outcome=outcome,
-            reason=reason,
-            policy_version=str(row["policy_version"]),
-            account_id=str(row["account_id"]),
-            deployment_id=str(row["deployment_id"]),
-            order_id=str(row["order_id"]),
-            data={
-                "instrument": row["instrument"],
-                "side": row["side"],
-                "type": row["type"],
-                "quantity": row["quantity"],
-                "reduceOnly": bool(row["reduce_only"]),
-                **(data or {}),
-            },
-        ),
+    work.event(
+        type_,
+        outcome=outcome,
+        reason=reason,
+        policy_version=str(row["policy_version"]),
+        account_id=str(row["account_id"]),
+        deployment_id=str(row["deployment_id"]),
+        order_id=str(row["order_id"]),
+        data={
+            "instrument": row["instrument"],
+            "side": row["side"],
+            "type": row["type"],
+            "quantity": row["quantity"],
+            "reduceOnly": bool(row["reduce_only"]),
+            **(data or {}),
+        },
     )
 
 
+def _locked(work: Work, tenant_id: str, order_id: str) -> sa.RowMapping:
+    """The order's row, locked after its deployment's row (the one lock order every writer
+    of fills and positions follows, so two processes cannot deadlock on them)."""
+    row = store.order_row(work.conn, tenant_id, order_id)
+    if row is None:
+        raise errors.NotFound(f"order {order_id!r} not found")
+    store.deployment_row(work.conn, tenant_id, str(row["deployment_id"]), for_update=True)
+    locked = store.order_row(work.conn, tenant_id, order_id, for_update=True)
+    assert locked is not None
+    return locked
+
+
+def _settled(work: Work, tenant_id: str, order_id: str) -> execution_pb2.Order:
+    """The order as it now stands; risk hears of the change after the commit."""
+    updated = store.order_row(work.conn, tenant_id, order_id)
+    assert updated is not None
+    work.settle(
+        settlements.for_order(
+            work.conn, updated, closed=str(updated["status"]) not in OPEN_STATUSES
+        )
+    )
+    return store.order_message(work.conn, updated)
+
+
 def apply_report(
-    conn: Connection,
-    box: Outbox,
+    work: Work,
     tenant_id: str,
     order_id: str,
     report: ExecutionReport,
@@ -226,9 +250,8 @@ def apply_report(
     event_data: Mapping[str, object] | None = None,
 ) -> execution_pb2.Order:
     """Brings the order up to what the venue reports; idempotent (fills dedupe by id)."""
-    row = store.order_row(conn, tenant_id, order_id, for_update=True)
-    if row is None:
-        raise errors.NotFound(f"order {order_id!r} not found")
+    conn = work.conn
+    row = _locked(work, tenant_id, order_id)
     known = set(
         conn.execute(
             sa.select(store.fills.c.fill_id).where(store.fills.c.order_id == order_id)
@@ -236,23 +259,23 @@ def apply_report(
     )
     new = [f for f in report.fills if f.fill_id not in known]
     deployment_id, instrument = str(row["deployment_id"]), str(row["instrument"])
-    position = store.get_position(conn, deployment_id, instrument)
-    for fill in new:
-        conn.execute(
-            sa.insert(store.fills).values(
-                fill_id=fill.fill_id,
-                tenant_id=tenant_id,
-                order_id=order_id,
-                deployment_id=deployment_id,
-                instrument=instrument,
-                side=row["side"],
-                quantity=fmt(fill.quantity),
-                price=fmt(fill.price),
-                at=fill.at,
-            )
-        )
-        position = position.apply_fill(str(row["side"]), fill.quantity, fill.price)
     if new:
+        position = store.get_position(conn, deployment_id, instrument)
+        for fill in new:
+            conn.execute(
+                sa.insert(store.fills).values(
+                    fill_id=fill.fill_id,
+                    tenant_id=tenant_id,
+                    order_id=order_id,
+                    deployment_id=deployment_id,
+                    instrument=instrument,
+                    side=row["side"],
+                    quantity=fmt(fill.quantity),
+                    price=fmt(fill.price),
+                    at=fill.at,
+                )
+            )
+            position = position.apply_fill(str(row["side"]), fill.quantity, fill.price)
         store.save_position(conn, tenant_id, str(row["account_id"]), deployment_id, position)
         refresh_peak(conn, tenant_id, deployment_id)
 
@@ -273,28 +296,26 @@ def apply_report(
         values["outcome"] = VENUE_REJECTED
         values["reject_reason"] = report.reason or "rejected by the venue"
     conn.execute(sa.update(orders).where(orders.c.order_id == order_id).values(**values))
-    if new or status != row["status"] or row["venue_state"] == PENDING:
-        _order_event(
-            box,
-            conn,
-            row,
-            # "order.accepted" is the risk-approved record; the venue taking it is "resting".
-            "order.resting" if status == ACCEPTED else f"order.{status}",
-            outcome=str(values.get("outcome", row["outcome"])),
-            reason=report.reason,
-            data={
-                "status": status,
-                "filledQuantity": fmt(filled),
-                "fills": [
-                    {"fillId": f.fill_id, "quantity": fmt(f.quantity), "price": fmt(f.price)}
-                    for f in new
-                ],
-                **(event_data or {}),
-            },
-        )
-    updated = store.order_row(conn, tenant_id, order_id)
-    assert updated is not None
-    return store.order_message(conn, updated)
+    if not (new or status != row["status"] or row["venue_state"] == PENDING):
+        return store.order_message(conn, row)  # nothing changed: nothing to tell anyone
+    _order_event(
+        work,
+        row,
+        # "order.accepted" is the risk-approved record; the venue taking it is "resting".
+        "order.resting" if status == ACCEPTED else f"order.{status}",
+        outcome=str(values.get("outcome", row["outcome"])),
+        reason=report.reason,
+        data={
+            "status": status,
+            "filledQuantity": fmt(filled),
+            "fills": [
+                {"fillId": f.fill_id, "quantity": fmt(f.quantity), "price": fmt(f.price)}
+                for f in new
+            ],
+            **(event_data or {}),
+        },
+    )
+    return _settled(work, tenant_id, order_id)
 
 
 def _status(report: ExecutionReport, filled: Decimal) -> str:
@@ -308,8 +329,7 @@ def _status(report: ExecutionReport, filled: Decimal) -> str:
 
 
 def reject(
-    conn: Connection,
-    box: Outbox,
+    work: Work,
     tenant_id: str,
     order_id: str,
     now: datetime,
@@ -320,9 +340,7 @@ def reject(
     event_data: Mapping[str, object] | None = None,
 ) -> execution_pb2.Order:
     """Rejects an order the venue does not have (never sent, or given up on)."""
-    row = store.order_row(conn, tenant_id, order_id, for_update=True)
-    if row is None:
-        raise errors.NotFound(f"order {order_id!r} not found")
+    row = _locked(work, tenant_id, order_id)
     values: dict[str, object] = {
         "status": REJECTED,
         "outcome": outcome,
@@ -333,15 +351,14 @@ def reject(
     }
     if attempts is not None:
         values["venue_attempts"] = attempts
-    conn.execute(sa.update(orders).where(orders.c.order_id == order_id).values(**values))
-    _order_event(box, conn, row, "order.rejected", outcome=outcome, reason=reason, data=event_data)
-    updated = store.order_row(conn, tenant_id, order_id)
-    assert updated is not None
-    return store.order_message(conn, updated)
+    work.conn.execute(sa.update(orders).where(orders.c.order_id == order_id).values(**values))
+    _order_event(work, row, "order.rejected", outcome=outcome, reason=reason, data=event_data)
+    return _settled(work, tenant_id, order_id)
 
 
 def refresh_peak(conn: Connection, tenant_id: str, deployment_id: str) -> None:
-    """Raises the deployment's stored peak equity to its equity at the current marks."""
+    """Raises the deployment's stored peak equity to its equity at the current marks.
+    The caller holds the deployment's row lock: the peak only ever rises."""
     row = store.deployment_row(conn, tenant_id, deployment_id)
     if row is None:
         return
@@ -358,3 +375,19 @@ def refresh_peak(conn: Connection, tenant_id: str, deployment_id: str) -> None:
             .where(store.deployments.c.deployment_id == deployment_id)
             .values(peak_equity=fmt(valuation.peak_equity))
         )
+
+
+def settlements_for(
+    conn: Connection, tenant_id: str, order_ids: list[str]
+) -> execution_pb2.GetSettlementsResponse:
+    """Where each order stands, for risk's reservations it never heard settled."""
+    reply = execution_pb2.GetSettlementsResponse()
+    for order_id in order_ids:
+        row = store.order_row(conn, tenant_id, order_id)
+        if row is None:
+            reply.unknown_order_ids.append(order_id)
+        else:
+            reply.settlements.append(
+                settlements.for_order(conn, row, closed=str(row["status"]) not in OPEN_STATUSES)
+            )
+    return reply

@@ -29,13 +29,14 @@ from gate4.execution.v1 import execution_pb2
 from services.execution import deployments, idempotency, orders, store
 from services.execution.idempotency import ROUTE_SUBMIT, Claim
 from services.execution.positions import dec
-from services.execution.venue import ExecutionReport, VenueError
-from services.runtime import correlation, errors, outbox
-from services.runtime.outbox import Outbox
+from services.execution.unitofwork import UnitOfWork, Work
+from services.execution.venue import ExecutionReport, VenueAdapter, VenueError
+from services.runtime import correlation, errors
 from services.runtime.timeutil import as_utc, utcnow
 
 if TYPE_CHECKING:
-    from services.execution.commands import Commands
+    from services.execution.flows import Flows
+    from services.execution.marks import Equity
 
 log = logging.getLogger("gate4.execution.reconcile")
 
@@ -43,27 +44,25 @@ FOUND_AT_VENUE = "FOUND_AT_VENUE"
 NOT_AT_VENUE = "NOT_AT_VENUE"
 
 
-def reconciled_event(
-    box: Outbox, conn: Connection, order: execution_pb2.Order, outcome: str, reason: str
-) -> None:
-    box.add(
-        conn,
-        outbox.event(
-            "order.reconciled",
-            source="execution",
-            outcome=outcome,
-            reason=reason,
-            policy_version=order.policy_version,
-            account_id=order.account_id,
-            deployment_id=order.deployment_id,
-            order_id=order.order_id,
-            data={"status": order.status, "clientOrderId": order.order_id},
-        ),
+def reconciled_event(work: Work, order: execution_pb2.Order, outcome: str, reason: str) -> None:
+    work.event(
+        "order.reconciled",
+        outcome=outcome,
+        reason=reason,
+        policy_version=order.policy_version,
+        account_id=order.account_id,
+        deployment_id=order.deployment_id,
+        order_id=order.order_id,
+        data={"status": order.status, "clientOrderId": order.order_id},
     )
 
 
 async def settle_order(
-    commands: Commands, row: sa.RowMapping, claim: Claim | None = None
+    uow: UnitOfWork,
+    venue: VenueAdapter,
+    equity: Equity,
+    row: sa.RowMapping,
+    claim: Claim | None = None,
 ) -> execution_pb2.Order:
     """Settles an order whose venue answer was never recorded, by client order id."""
     tenant, order_id = str(row["tenant_id"]), str(row["order_id"])
@@ -74,10 +73,10 @@ async def settle_order(
         )
     report = None
     if row["venue_state"] == orders.PENDING:
-        report = await commands.venue.lookup(tenant, order_id)
-    box = commands.box
+        report = await venue.lookup(tenant, order_id)
 
-    def op(conn: Connection) -> execution_pb2.Order:
+    def op(work: Work) -> execution_pb2.Order:
+        conn = work.conn
         now = utcnow()
         current = store.order_row(conn, tenant, order_id, for_update=True)
         assert current is not None
@@ -85,15 +84,14 @@ async def settle_order(
             order = store.order_message(conn, current)  # settled meanwhile
         elif report is not None:
             order = orders.apply_report(
-                conn, box, tenant, order_id, report, now, event_data={"reconciled": True}
+                work, tenant, order_id, report, now, event_data={"reconciled": True}
             )
             reconciled_event(
-                box, conn, order, FOUND_AT_VENUE, "the venue had the order; its answer was adopted"
+                work, order, FOUND_AT_VENUE, "the venue had the order; its answer was adopted"
             )
         else:
             order = orders.reject(
-                conn,
-                box,
+                work,
                 tenant,
                 order_id,
                 now,
@@ -101,7 +99,7 @@ async def settle_order(
                 reason="the venue never received the order; it was not resubmitted",
                 event_data={"reconciled": True},
             )
-            reconciled_event(box, conn, order, NOT_AT_VENUE, "rejected; not resubmitted")
+            reconciled_event(work, order, NOT_AT_VENUE, "rejected; not resubmitted")
         body = order.SerializeToString()
         if claim is not None:
             idempotency.complete(conn, tenant, claim, now, response=body)
@@ -111,31 +109,32 @@ async def settle_order(
             )
         return order
 
-    order = await commands.write(op)
+    order = await uow.run(op)
     if report is not None and report.fills:
-        await commands.report_equity([order.deployment_id])
+        await equity.report([order.deployment_id])
     return order
 
 
-async def run_once(commands: Commands) -> int:
+async def run_once(flows: Flows) -> int:
     """One pass: lapsed in-flight orders, lapsed stops, then open orders' missed fills."""
     now = utcnow()
     done = 0
-    lapsed = await commands.db.read(lambda c: orders.pending_orders(c, expired_before=now))
+    uow = flows.uow
+    lapsed = await uow.db.read(lambda c: orders.pending_orders(c, expired_before=now))
     for row in lapsed:
         with correlation.bound(_acting_for(str(row["tenant_id"]), str(row["request_id"]))):
             try:
-                await settle_order(commands, row)
+                await settle_order(uow, flows.venue, flows.equity, row)
                 done += 1
             except Exception:
                 log.exception("reconciliation failed", extra={"order_id": row["order_id"]})
-    stops = await commands.db.read(lambda c: _lapsed_stops(c, now))
-    lease = commands.lease
+    stops = await uow.db.read(lambda c: _lapsed_stops(c, now))
+    lease = flows.settings.lease
     for row in stops:
         with correlation.bound(_acting_for(str(row["tenant_id"]), "")):
             try:
-                if await commands.write(partial(_take_stop, row=row, now=now, lease=lease)):
-                    await commands.finish_stop(
+                if await uow.run(partial(_take_stop, row=row, now=now, lease=lease)):
+                    await flows.deployments.finish_stop(
                         str(row["deployment_id"]),
                         bool(row["stop_flatten"]),
                         str(row["state_reason"]) or "stop resumed after a restart",
@@ -144,25 +143,24 @@ async def run_once(commands: Commands) -> int:
                     done += 1
             except Exception:
                 log.exception("stop resume failed", extra={"deployment_id": row["deployment_id"]})
-    return done + await _sweep_open(commands)
+    return done + await _sweep_open(flows)
 
 
-async def _sweep_open(commands: Commands) -> int:
-    rows = await commands.db.read(_open_confirmed)
+async def _sweep_open(flows: Flows) -> int:
+    rows = await flows.uow.db.read(_open_confirmed)
     done = 0
     for row in rows:
         tenant, order_id = str(row["tenant_id"]), str(row["order_id"])
         try:
-            report = await commands.venue.lookup(tenant, order_id)
+            report = await flows.venue.lookup(tenant, order_id)
         except VenueError:
             continue
         if report is None or _unchanged(row, report):
             continue
         with correlation.bound(_acting_for(tenant, str(row["request_id"]))):
-            order = await commands.write(
+            order = await flows.uow.run(
                 partial(
                     orders.apply_report,
-                    box=commands.box,
                     tenant_id=tenant,
                     order_id=order_id,
                     report=report,
@@ -170,7 +168,7 @@ async def _sweep_open(commands: Commands) -> int:
                     event_data={"reconciled": True},
                 )
             )
-            await commands.report_equity([order.deployment_id])
+            await flows.equity.report([order.deployment_id])
         done += 1
     return done
 
@@ -185,8 +183,8 @@ def _acting_for(tenant: str, request_id: str) -> correlation.Correlation:
     )
 
 
-def _take_stop(conn: Connection, *, row: sa.RowMapping, now: datetime, lease: timedelta) -> bool:
-    taken = conn.execute(
+def _take_stop(work: Work, *, row: sa.RowMapping, now: datetime, lease: timedelta) -> bool:
+    taken = work.conn.execute(
         sa.update(store.deployments)
         .where(
             store.deployments.c.deployment_id == row["deployment_id"],

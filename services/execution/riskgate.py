@@ -8,7 +8,7 @@ best effort: they never fail the command that made them.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
@@ -44,6 +44,26 @@ def unavailable(exc: grpc.aio.AioRpcError) -> errors.RiskUnavailable:
     )
 
 
+class RiskControls(Protocol):
+    """What the command flows ask of risk (RiskGate over gRPC; in-memory fakes in tests)."""
+
+    async def check_order(self, intent: risk_pb2.OrderIntent) -> risk_pb2.RiskDecision: ...
+
+    async def check_deployment(
+        self, request: risk_pb2.CheckDeploymentRequest
+    ) -> risk_pb2.RiskDecision: ...
+
+    async def report_equity(
+        self, request: risk_pb2.ReportEquityRequest
+    ) -> list[risk_pb2.KillSwitch]: ...
+
+    async def settle(self, settlements: list[risk_pb2.SettleOrderRequest]) -> None: ...
+
+    async def switch_for(
+        self, tenant_id: str, account_id: str, deployment_id: str
+    ) -> KillSwitchView | None: ...
+
+
 class RiskGate:
     def __init__(self, stub: RiskServiceAsyncStub) -> None:
         self.stub = stub
@@ -75,6 +95,18 @@ class RiskGate:
             )
             return []
         return list(reply.tripped)
+
+    async def settle(self, settlements: list[risk_pb2.SettleOrderRequest]) -> None:
+        """Tells risk what became of approved orders, so their reservations are converted or
+        released. Best effort: risk asks again (GetSettlements) for what it never heard."""
+        for settlement in settlements:
+            try:
+                await self.stub.SettleOrder(settlement)
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "order settlement not delivered to risk",
+                    extra={"order_id": settlement.order_id, "code": exc.code().name},
+                )
 
     async def switch_for(
         self, tenant_id: str, account_id: str, deployment_id: str

@@ -18,15 +18,23 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from grpc import aio
-from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2, execution_pb2_grpc
 from services.execution import deployments, idempotency, orders, store
-from services.execution.commands import Commands, Progress, new_id, write_retrying
 from services.execution.config import ExecutionSettings
-from services.execution.idempotency import ROUTE_CREATE, ROUTE_STOP, ROUTE_SUBMIT, Claim, Stored
+from services.execution.flows import Flows
+from services.execution.idempotency import (
+    ROUTE_CREATE,
+    ROUTE_ENFORCE,
+    ROUTE_STOP,
+    ROUTE_SUBMIT,
+    Claim,
+    Progress,
+    Stored,
+)
 from services.execution.orders import Intent
-from services.runtime import correlation, errors, outbox
+from services.execution.unitofwork import Work, new_id
+from services.runtime import correlation, errors
 from services.runtime.storage import Database
 from services.runtime.timeutil import as_utc, utcnow
 from services.runtime.validation import IDEMPOTENCY_KEY_RE, Checker
@@ -47,9 +55,10 @@ MAX_REASON = 500
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
-    def __init__(self, db: Database, commands: Commands, settings: ExecutionSettings) -> None:
+    def __init__(self, db: Database, flows: Flows, settings: ExecutionSettings) -> None:
         self.db = db
-        self.commands = commands
+        self.flows = flows
+        self.uow = flows.uow
         self.settings = settings
 
     # -- the idempotency envelope ------------------------------------------------------------
@@ -70,10 +79,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             return await _shielded(run(resource_id, None, progress))
         digest = idempotency.request_digest(request)
         try:
-            claimed = await write_retrying(
-                self.db,
-                lambda c: idempotency.claim(
-                    c,
+            claimed = await self.uow.run(
+                lambda w: idempotency.claim(
+                    w.conn,
                     tenant_id=tenant,
                     route=route,
                     key=key,
@@ -99,7 +107,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                 return await run(claimed.resource_id, claimed, progress)
             except BaseException:
                 if not progress.started and not progress.settled:
-                    await self.db.write(lambda c: idempotency.release(c, tenant, claimed))
+                    await self.uow.run(lambda w: idempotency.release(w.conn, tenant, claimed))
                 raise
 
         reply = await _shielded(attempt())
@@ -112,23 +120,21 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         """A retry refused for its key (reused with another payload, or still running)."""
         deployment_id = str(getattr(request, "deployment_id", ""))
 
-        def op(conn: Connection) -> None:
-            self.commands.box.add(
-                conn,
-                outbox.event(
-                    "command.rejected",
-                    source="execution",
-                    outcome=error.error_code(),
-                    reason=error.detail,
-                    deployment_id=deployment_id,
-                    data={"route": route},
-                ),
+        def op(work: Work) -> None:
+            work.event(
+                "command.rejected",
+                outcome=error.error_code(),
+                reason=error.detail,
+                deployment_id=deployment_id,
+                data={"route": route},
             )
 
-        await self.commands.write(op)
+        await self.uow.run(op)
 
     async def _replayed(self, route: str, stored: Stored, reply_type: type[Message]) -> None:
         ids = {"order_id" if route == ROUTE_SUBMIT else "deployment_id": stored.resource_id}
+        if route == ROUTE_ENFORCE:
+            ids = {}
         policy_version = ""
         if stored.response is not None:
             # The replayed reply names the ids and policy version of the original decision.
@@ -137,21 +143,17 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             for field in ("account_id", "deployment_id"):
                 ids[field] = str(getattr(reply, field, "")) or ids.get(field, "")
 
-        def op(conn: Connection) -> None:
-            self.commands.box.add(
-                conn,
-                outbox.event(
-                    "command.replayed",
-                    source="execution",
-                    outcome=stored.error_code or "REPLAYED",
-                    reason=stored.error_detail,
-                    policy_version=policy_version,
-                    data={"route": route, "errorOutcome": stored.error_outcome},
-                    **ids,
-                ),
+        def op(work: Work) -> None:
+            work.event(
+                "command.replayed",
+                outcome=stored.error_code or "REPLAYED",
+                reason=stored.error_detail,
+                policy_version=policy_version,
+                data={"route": route, "errorOutcome": stored.error_outcome},
+                **ids,
             )
 
-        await self.commands.write(op)
+        await self.uow.run(op)
 
     # -- deployments -------------------------------------------------------------------------
 
@@ -184,7 +186,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             request.idempotency_key,
             new_id("dep"),
             execution_pb2.Deployment,
-            lambda rid, claim, progress: self.commands.create_deployment(
+            lambda rid, claim, progress: self.flows.deployments.create(
                 normalised, rid, claim, progress
             ),
         )
@@ -192,7 +194,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def GetDeployment(
         self, request: execution_pb2.GetDeploymentRequest, context: Context
     ) -> execution_pb2.Deployment:
-        return await self.commands.get_deployment(request.deployment_id)
+        return await self.flows.deployments.get(request.deployment_id)
 
     async def ListDeployments(
         self, request: execution_pb2.ListDeploymentsRequest, context: Context
@@ -232,7 +234,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             request.idempotency_key,
             request.deployment_id,
             execution_pb2.Deployment,
-            lambda _rid, claim, progress: self.commands.stop_deployment(request, claim, progress),
+            lambda _rid, claim, progress: self.flows.deployments.stop(request, claim, progress),
         )
 
     # -- orders ------------------------------------------------------------------------------
@@ -275,13 +277,13 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             request.idempotency_key,
             new_id("ord"),
             execution_pb2.Order,
-            lambda rid, claim, progress: self.commands.submit_order(intent, rid, claim, progress),
+            lambda rid, claim, progress: self.flows.orders.submit(intent, rid, claim, progress),
         )
 
     async def GetOrder(
         self, request: execution_pb2.GetOrderRequest, context: Context
     ) -> execution_pb2.Order:
-        return await self.commands.get_order(request.order_id)
+        return await self.flows.orders.get(request.order_id)
 
     async def ListOrders(
         self, request: execution_pb2.ListOrdersRequest, context: Context
@@ -312,7 +314,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         check.id("orderId", request.order_id)
         check.text("reason", request.reason, max_length=MAX_REASON)
         check.done("invalid cancel")
-        return await _shielded(self.commands.cancel_order(request.order_id, request.reason))
+        return await _shielded(self.flows.orders.cancel(request.order_id, request.reason))
 
     # -- sandbox and kill switch -------------------------------------------------------------
 
@@ -335,7 +337,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             )
             for m in request.marks
         ]
-        accepted, fills = await _shielded(self.commands.feed_marks(marks))
+        accepted, fills = await _shielded(self.flows.marks.feed(marks))
         return execution_pb2.FeedMarksResponse(accepted=accepted, fills=fills)
 
     async def EnforceKillSwitch(
@@ -345,15 +347,39 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         check.one_of("scope", request.scope, SCOPES)
         check.text("scopeId", request.scope_id, max_length=64, required=True)
         check.text("reason", request.reason, max_length=MAX_REASON)
+        if request.generation < 0:
+            check.fail("generation", "an engagement generation, 1 or more")
         check.done("invalid kill-switch enforcement")
-        return await _shielded(
-            self.commands.enforce(
-                request.scope,
-                request.scope_id,
-                request.flatten,
-                request.reason or f"kill switch engaged for {request.scope} {request.scope_id}",
-            )
+        # One engagement is enforced once: a repeat answers with what the first call did.
+        key = (
+            f"killswitch:{request.scope}:{request.scope_id}:{request.generation}"
+            if request.generation
+            else ""
         )
+        return await self._keyed(
+            context,
+            ROUTE_ENFORCE,
+            request,
+            key,
+            request.scope_id,
+            execution_pb2.EnforceKillSwitchResponse,
+            lambda _rid, claim, progress: self.flows.kill_switches.enforce(
+                request, claim, progress
+            ),
+        )
+
+    async def GetSettlements(
+        self, request: execution_pb2.GetSettlementsRequest, context: Context
+    ) -> execution_pb2.GetSettlementsResponse:
+        tenant = correlation.current().tenant_id
+        check = Checker()
+        if not 1 <= len(request.order_ids) <= MAX_PAGE:
+            check.fail("orderIds", f"between 1 and {MAX_PAGE} order ids")
+        for i, order_id in enumerate(request.order_ids):
+            check.id(f"orderIds[{i}]", order_id)
+        check.done("invalid settlement lookup")
+        order_ids = list(request.order_ids)
+        return await self.db.read(lambda c: orders.settlements_for(c, tenant, order_ids))
 
 
 async def _shielded(work: Coroutine[Any, Any, T]) -> T:

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2
@@ -41,7 +42,7 @@ orders = sa.table(
     *_columns(
         "order_id tenant_id deployment_id account_id instrument side type quantity limit_price "
         "filled_quantity average_fill_price status client_order_id outcome reject_reason "
-        "policy_version venue_state idempotency_key request_id"
+        "policy_version venue_state idempotency_key request_id decision_id"
     ),
     sa.column("reduce_only", sa.Boolean),
     sa.column("venue_attempts", sa.Integer),
@@ -61,6 +62,7 @@ fills = sa.table(
 positions = sa.table(
     "execution_positions",
     *_columns("deployment_id instrument tenant_id account_id quantity average_price realized_pnl"),
+    sa.column("version", sa.Integer),
     sa.column("updated_at", sa.DateTime),
 )
 paper_venue_orders = sa.table(
@@ -173,28 +175,45 @@ def account_position(conn: Connection, tenant_id: str, account_id: str, instrume
     return sum((dec(str(r.quantity)) for r in rows), Decimal(0))
 
 
+def position_versions(conn: Connection, deployment_id: str) -> dict[str, int]:
+    rows = conn.execute(
+        sa.select(positions.c.instrument, positions.c.version).where(
+            positions.c.deployment_id == deployment_id
+        )
+    ).all()
+    return {str(r.instrument): int(r.version) for r in rows}
+
+
 def save_position(
     conn: Connection, tenant_id: str, account_id: str, deployment_id: str, position: Position
 ) -> None:
+    """Writes the position and counts one more version of it.
+
+    The caller holds the deployment's row lock, under which the position was read, so
+    the new values cannot overwrite a concurrent change; the upsert (rather than update,
+    then insert) cannot fail on a first fill that another process inserted meanwhile.
+    """
     values = {
         "quantity": fmt(position.quantity),
         "average_price": fmt(position.average_price),
         "realized_pnl": fmt(position.realized_pnl),
         "updated_at": utcnow(),
     }
-    key = (positions.c.deployment_id == deployment_id) & (
-        positions.c.instrument == position.instrument
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(positions).values(
+        deployment_id=deployment_id,
+        instrument=position.instrument,
+        tenant_id=tenant_id,
+        account_id=account_id,
+        version=1,
+        **values,
     )
-    if not conn.execute(sa.update(positions).where(key).values(**values)).rowcount:
-        conn.execute(
-            sa.insert(positions).values(
-                deployment_id=deployment_id,
-                instrument=position.instrument,
-                tenant_id=tenant_id,
-                account_id=account_id,
-                **values,
-            )
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["deployment_id", "instrument"],
+            set_={**values, "version": positions.c.version + 1},
         )
+    )
 
 
 # -- deployments -------------------------------------------------------------------------------

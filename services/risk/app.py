@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -9,6 +10,7 @@ import grpc
 from gate4.execution.v1 import execution_pb2_grpc
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
 from services.risk.enforcement import Enforcer
+from services.risk.reaper import Reaper
 from services.risk.servicer import RiskServicer
 from services.runtime.app import BaseService
 
@@ -19,19 +21,36 @@ class RiskService(BaseService):
         risk_pb2.DESCRIPTOR.services_by_name["RiskService"].full_name,
     )
     migrations = Path(__file__).resolve().parent / "migrations"
-    # Risk asks execution to enforce a kill switch once it engages.
+    # Risk asks execution to enforce a kill switch once it engages, and about reservations
+    # nothing has settled.
     peers = ("execution",)
     enforcer: Enforcer | None = None
+    reaper: Reaper | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         execution = execution_pb2_grpc.ExecutionServiceStub(self.channels["execution"])
-        self.enforcer = Enforcer(self.db, self.outbox, execution)
+        self.enforcer = Enforcer(
+            self.db,
+            self.outbox,
+            execution,
+            call_timeout=self.settings.risk_enforcement_timeout_seconds,
+        )
         self.enforcer.start()
+        self.reaper = Reaper(
+            self.db,
+            self.outbox,
+            execution,
+            check_after=timedelta(seconds=self.settings.risk_reservation_check_seconds),
+            release_after=timedelta(seconds=self.settings.risk_reservation_release_seconds),
+        )
+        self.reaper.start()
         risk_pb2_grpc.add_RiskServiceServicer_to_server(
             RiskServicer(self.db, self.outbox, self.enforcer), server
         )
 
     async def stop(self) -> None:
+        if self.reaper is not None:
+            await self.reaper.stop()
         if self.enforcer is not None:
             await self.enforcer.stop()
         await super().stop()

@@ -4,6 +4,11 @@ Every check runs, so a refusal names all breached limits; the first one in this 
 the decision's outcome. A value equal to its limit passes; only a value above it breaches.
 Orders are valued at their limit price (limit orders) or the last mark (market orders);
 positions are valued at the mark.
+
+Orders risk approved that have not filled yet (reservations, services.risk.exposure) count
+as if they will fill: the position check takes the account's position after every open
+order on the order's side fills, and the capital check values each instrument at the worse
+of "every open buy fills" and "every open sell fills".
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from gate4.risk.v1 import risk_pb2
 from services.risk import outcomes
 from services.risk.policy import Instruments, Policy
 from services.runtime.timeutil import as_utc
-from services.runtime.validation import INSTRUMENT_RE
+from services.runtime.validation import ID_RE, INSTRUMENT_RE
 
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market", "limit")
@@ -57,8 +62,24 @@ class Breach:
 
 
 @dataclass(frozen=True)
+class Position:
+    """One deployment's position in one instrument, as execution's ledger versioned it."""
+
+    deployment_id: str
+    instrument: str
+    quantity: Decimal
+    version: int
+    #: What one unit is worth (the last mark, else the average price); None when unknown.
+    price: Decimal | None
+
+
+@dataclass(frozen=True)
 class OrderContext:
-    """An order and what execution knows around it (OrderIntent), parsed and checked."""
+    """An order and what execution knows around it (OrderIntent), parsed and checked.
+
+    services.risk.exposure replaces the position, exposure and open-order figures with what
+    risk itself counted, and fills in the quantities other orders have reserved.
+    """
 
     instrument: str
     side: str
@@ -74,6 +95,16 @@ class OrderContext:
     deployment_gross_exposure: Decimal
     mark_price: Decimal | None
     mark_time: datetime | None
+    #: Execution's versioned snapshot of the deployment's positions; () from older callers.
+    positions: tuple[Position, ...] = ()
+    #: The instruments the deployment may trade; () when the caller did not say.
+    deployment_instruments: tuple[str, ...] = ()
+    #: What other open orders of the account reserve in the instrument (unfilled quantity).
+    open_buys: Decimal = ZERO
+    open_sells: Decimal = ZERO
+    #: The same for the deployment's own open orders.
+    deployment_open_buys: Decimal = ZERO
+    deployment_open_sells: Decimal = ZERO
 
     @property
     def signed_quantity(self) -> Decimal:
@@ -131,6 +162,9 @@ def order_context(intent: risk_pb2.OrderIntent) -> OrderContext:
         raise Undecidable(f"side {intent.side!r} is not buy or sell")
     if not intent.account_id or not intent.deployment_id:
         raise Undecidable("the order names no account or no deployment")
+    if not ID_RE.match(intent.order_id):
+        # Its reservation and its one decision are kept under this id.
+        raise Undecidable(f"order id {intent.order_id!r} is missing or malformed")
     order_type = intent.type
     if order_type not in ORDER_TYPES:
         raise Undecidable(f"type {intent.type!r} is not market or limit")
@@ -146,6 +180,9 @@ def order_context(intent: risk_pb2.OrderIntent) -> OrderContext:
     if intent.account_open_orders < 0 or intent.open_orders < 0:
         raise Undecidable("open order counts cannot be negative")
     capital = _decimal("capitalAllocation", intent.capital_allocation, default=ZERO)
+    for symbol in intent.deployment_instruments:
+        if not INSTRUMENT_RE.match(symbol):
+            raise Undecidable(f"deployment instrument {symbol!r} is not an instrument symbol")
     return OrderContext(
         instrument=intent.instrument,
         side=intent.side,
@@ -164,6 +201,31 @@ def order_context(intent: risk_pb2.OrderIntent) -> OrderContext:
         ),
         mark_price=mark_price,
         mark_time=as_utc(intent.mark_time.ToDatetime()) if intent.HasField("mark_time") else None,
+        positions=tuple(_position(p, intent.deployment_id) for p in intent.positions),
+        deployment_instruments=tuple(intent.deployment_instruments),
+    )
+
+
+def _position(snapshot: risk_pb2.PositionSnapshot, deployment_id: str) -> Position:
+    """A snapshot of the order's own deployment (an empty deployment id means that one)."""
+    if snapshot.deployment_id not in ("", deployment_id):
+        raise Undecidable(
+            f"a position of deployment {snapshot.deployment_id!r} came with an order of "
+            f"deployment {deployment_id!r}"
+        )
+    if not INSTRUMENT_RE.match(snapshot.instrument):
+        raise Undecidable(f"position instrument {snapshot.instrument!r} is not a symbol")
+    if snapshot.version < 0:
+        raise Undecidable(f"the {snapshot.instrument} position has a negative version")
+    price = _decimal(f"{snapshot.instrument} position price", snapshot.price, default=ZERO)
+    return Position(
+        deployment_id=deployment_id,
+        instrument=snapshot.instrument,
+        quantity=_decimal(
+            f"{snapshot.instrument} position quantity", snapshot.quantity, signed=True, default=ZERO
+        ),
+        version=snapshot.version,
+        price=price or None,
     )
 
 
@@ -232,6 +294,26 @@ def instrument_breach(instruments: Instruments, symbol: str) -> Breach | None:
     return None
 
 
+def deployment_instrument_breach(order: OrderContext) -> Breach | None:
+    """An order may only trade what its deployment was created for (when the caller says)."""
+    allowed = order.deployment_instruments
+    if not allowed or order.instrument in allowed:
+        return None
+    return Breach(
+        outcomes.DEPLOYMENT_INSTRUMENT_NOT_ALLOWED,
+        "deployment.instruments",
+        order.instrument,
+        ",".join(sorted(allowed)),
+        f"instrument {order.instrument} is not one the deployment trades "
+        f"({', '.join(sorted(allowed))})",
+    )
+
+
+def worst_case(position: Decimal, open_buys: Decimal, open_sells: Decimal) -> Decimal:
+    """The largest |position| open orders can lead to: all buys fill, or all sells fill."""
+    return max(abs(position + open_buys), abs(position - open_sells))
+
+
 def order_breaches(
     policy: Policy,
     order: OrderContext,
@@ -243,9 +325,12 @@ def order_breaches(
     """Every limit a risk-increasing order breaches, in evaluation order."""
     limits = policy.limits
     found: list[Breach] = []
-    restricted = instrument_breach(policy.instruments, order.instrument)
-    if restricted is not None:
-        found.append(restricted)
+    for breach in (
+        deployment_instrument_breach(order),
+        instrument_breach(policy.instruments, order.instrument),
+    ):
+        if breach is not None:
+            found.append(breach)
 
     mark = order.mark_price
     if mark is None:
@@ -315,23 +400,36 @@ def order_breaches(
                 )
             )
 
-    after = order.account_position + order.signed_quantity
-    if mark is not None and abs(after) > abs(order.account_position):
+    # The worst case on the order's side: every open order of that side fills first.
+    reserved = order.open_buys if order.side == "buy" else -order.open_sells
+    before = order.account_position + reserved
+    after = before + order.signed_quantity
+    if mark is not None and abs(after) > abs(before):
         position_notional = abs(after) * mark
         if position_notional > limits.max_position_notional:
+            counting = (
+                f" counting {fmt(abs(reserved))} reserved by open {order.side} orders"
+                if reserved
+                else ""
+            )
             found.append(
                 Breach(
                     outcomes.POSITION_NOTIONAL_LIMIT,
                     "limits.maxPositionNotional",
                     fmt(position_notional),
                     fmt(limits.max_position_notional),
-                    f"the account's {order.instrument} position would be {fmt(after)} worth "
-                    f"{fmt(position_notional)}, above maxPositionNotional "
+                    f"the account's {order.instrument} position would be {fmt(after)}{counting}, "
+                    f"worth {fmt(position_notional)}, above maxPositionNotional "
                     f"{fmt(limits.max_position_notional)}",
                 )
             )
 
-    grown = abs(order.position + order.signed_quantity) - abs(order.position)
+    buys, sells = order.deployment_open_buys, order.deployment_open_sells
+    grown = worst_case(
+        order.position,
+        buys + (order.quantity if order.side == "buy" else ZERO),
+        sells + (order.quantity if order.side == "sell" else ZERO),
+    ) - worst_case(order.position, buys, sells)
     if order.capital_allocation is not None and price is not None and grown > 0:
         exposure = order.deployment_gross_exposure + grown * price
         if exposure > order.capital_allocation:

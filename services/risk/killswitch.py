@@ -6,13 +6,19 @@ nothing. Every transition writes its audit event in the same transaction. After 
 engagement execution must enforce it (cancel open orders in scope, flatten when the
 policy says so): `enforcement` records whether that happened for the current engagement,
 which `generation` numbers.
+
+Risk is the one enforcer. With several risk processes on one database, a process claims
+the engagement (`claim`: a conditional update, whoever changes the row won) before it
+calls execution, for a lease long enough for the call; a claim whose process died lapses
+and may be taken over. Execution answers a repeated call for the same generation with
+what the first one did, so a takeover never enforces twice.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +26,7 @@ from google.protobuf import json_format
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import outcomes
+from services.risk import locks, outcomes
 from services.runtime import correlation, errors, outbox
 from services.runtime.outbox import Outbox
 from services.runtime.timeutil import to_timestamp, utcnow
@@ -33,6 +39,8 @@ DRAWDOWN = "drawdown"
 PENDING = "pending"
 ENFORCED = "enforced"
 FAILED = "failed"
+# Audit reasons are bounded; the full lists of order ids are in the event's data.
+REASON_MAX = 4000
 
 switches = sa.table(
     "risk_kill_switches",
@@ -54,6 +62,8 @@ switches = sa.table(
     sa.column("enforcement", sa.String),
     sa.column("enforcement_detail", sa.String),
     sa.column("enforced_at", sa.DateTime),
+    sa.column("enforcement_owner", sa.String),
+    sa.column("enforcement_lease_until", sa.DateTime),
 )
 
 
@@ -226,6 +236,8 @@ def engage(
         "enforcement": PENDING,
         "enforcement_detail": "",
         "enforced_at": None,
+        "enforcement_owner": "",
+        "enforcement_lease_until": None,
     }
     if row is None:
         conn.execute(
@@ -285,6 +297,8 @@ def release(
             released_by=by,
             release_reason=reason,
             enforcement="",
+            enforcement_owner="",
+            enforcement_lease_until=None,
         )
     )
     box.add(
@@ -336,9 +350,10 @@ def _enforcement(row: Any) -> Enforcement:
     )
 
 
-def unenforced(conn: Connection, pending_before: datetime) -> list[Enforcement]:
+def unenforced(conn: Connection, pending_before: datetime, now: datetime) -> list[Enforcement]:
     """Engaged switches of every tenant whose enforcement failed, or is pending since before
-    pending_before (its process died between the engagement and the call)."""
+    pending_before (its process died between the engagement and the call, or execution was
+    still at work), and that no live claim holds."""
     rows = conn.execute(
         sa.select(switches).where(
             switches.c.engaged.is_(True),
@@ -346,9 +361,36 @@ def unenforced(conn: Connection, pending_before: datetime) -> list[Enforcement]:
                 switches.c.enforcement == FAILED,
                 sa.and_(switches.c.enforcement == PENDING, switches.c.engaged_at < pending_before),
             ),
+            _claimable(now),
         )
     ).all()
     return [_enforcement(r) for r in rows]
+
+
+def _claimable(now: datetime) -> Any:
+    return sa.or_(
+        switches.c.enforcement_lease_until.is_(None), switches.c.enforcement_lease_until < now
+    )
+
+
+def claim(
+    conn: Connection, job: Enforcement, *, owner: str, now: datetime, lease: timedelta
+) -> bool:
+    """Takes the engagement's enforcement for `lease`; False when it is enforced already,
+    over, or another live claim holds it. Only the winner calls execution."""
+    locks.hold(conn, locks.tenant_key(job.tenant_id))
+    result = conn.execute(
+        sa.update(switches)
+        .where(
+            *_where(job.tenant_id, job.scope, job.scope_id),
+            switches.c.engaged.is_(True),
+            switches.c.generation == job.generation,
+            switches.c.enforcement.in_((PENDING, FAILED)),
+            _claimable(now),
+        )
+        .values(enforcement_owner=owner, enforcement_lease_until=now + lease)
+    )
+    return result.rowcount == 1
 
 
 def record_enforcement(
@@ -356,40 +398,54 @@ def record_enforcement(
     box: Outbox,
     job: Enforcement,
     *,
-    ok: bool,
+    status: str,
     detail: str,
     data: dict[str, Any],
+    owner: str,
+    now: datetime,
 ) -> bool:
-    """Stores the outcome of one enforcement attempt on the engagement it was made for.
+    """Stores the outcome of one enforcement attempt on the engagement it was made for and
+    gives up the claim: ENFORCED, FAILED, or PENDING (execution is still at it).
 
-    Audited when enforced, and on the first failure of an engagement (retries that fail
-    again only update the detail, so an unreachable execution does not flood the trail).
-    When the engagement is over meanwhile (released, or engaged anew), the attempt is still
-    audited, since execution did act, but the switch's state is left alone; returns False.
+    Audited when enforced (once per engagement), and on the first failure of an engagement
+    (retries that fail again only update the detail, so an unreachable execution does not
+    flood the trail). When the engagement is over meanwhile (released, or engaged anew),
+    an enforcement is still audited, since execution did act, but the switch's state is
+    left alone; returns False. An enforced engagement stays enforced.
     """
+    locks.hold(conn, locks.tenant_key(job.tenant_id))
     row = _row(conn, job.tenant_id, job.scope, job.scope_id)
     m = row._mapping if row is not None else None
     current = m is not None and bool(m["engaged"]) and int(m["generation"]) == job.generation
     previous = str(m["enforcement"] or "") if current and m is not None else ""
     if current:
-        conn.execute(
-            sa.update(switches)
-            .where(*_where(job.tenant_id, job.scope, job.scope_id))
-            .values(
-                enforcement=ENFORCED if ok else FAILED,
-                enforcement_detail=detail[:500],
-                enforced_at=utcnow() if ok else None,
+        values: dict[str, Any] = {}
+        if previous != ENFORCED:
+            values.update(
+                enforcement=status,
+                enforcement_detail=detail,
+                enforced_at=now if status == ENFORCED else None,
             )
-        )
-    if ok or previous != FAILED:
+        if m is not None and str(m["enforcement_owner"] or "") == owner:
+            values.update(enforcement_owner="", enforcement_lease_until=None)
+        if values:
+            conn.execute(
+                sa.update(switches)
+                .where(*_where(job.tenant_id, job.scope, job.scope_id))
+                .values(**values)
+            )
+    audited = (status == ENFORCED and previous != ENFORCED) or (
+        status == FAILED and previous not in (FAILED, ENFORCED)
+    )
+    if audited:
         evidence = json.loads(str(m["evidence"]) or "{}") if m is not None else {}
         box.add(
             conn,
             outbox.event(
                 "killswitch.enforcement",
                 source="risk",
-                outcome=outcomes.ENFORCED if ok else outcomes.ENFORCEMENT_FAILED,
-                reason=detail[:500],
+                outcome=outcomes.ENFORCED if status == ENFORCED else outcomes.ENFORCEMENT_FAILED,
+                reason=detail[:REASON_MAX],
                 policy_version=str(evidence.get("policyVersion", "")),
                 **_ids(job.scope, job.scope_id),
                 data={

@@ -15,6 +15,7 @@ RISK_UNDECIDED = "RISK_UNDECIDED"
 REDUCE_ONLY_INVALID = "REDUCE_ONLY_INVALID"
 
 # Pre-trade checks, in the order they are evaluated.
+DEPLOYMENT_INSTRUMENT_NOT_ALLOWED = "DEPLOYMENT_INSTRUMENT_NOT_ALLOWED"
 INSTRUMENT_RESTRICTED = "INSTRUMENT_RESTRICTED"
 INSTRUMENT_NOT_ALLOWED = "INSTRUMENT_NOT_ALLOWED"
 MARK_MISSING = "MARK_MISSING"
@@ -28,6 +29,12 @@ CAPITAL_ALLOCATION_LIMIT = "CAPITAL_ALLOCATION_LIMIT"
 OPEN_ORDERS_LIMIT = "OPEN_ORDERS_LIMIT"
 ORDER_RATE_LIMIT = "ORDER_RATE_LIMIT"
 DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
+
+# What became of a decision afterwards: superseded by a new decision for the same order
+# (audit type "risk.decision.voided"), or approved but never executed
+# ("risk.decision.unexecuted").
+VOIDED = "VOIDED"
+NOT_EXECUTED = "NOT_EXECUTED"
 
 # Policy changes (audit types "risk.policy.updated" / "risk.policy.rejected").
 POLICY_ACTIVATED = "POLICY_ACTIVATED"

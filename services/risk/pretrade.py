@@ -9,10 +9,18 @@ One decision, in one transaction with its audit event (outbox):
 3. No active policy, or one that no longer validates: POLICY_INVALID (fail closed).
 4. A command risk cannot evaluate (malformed or missing input): RISK_UNDECIDED.
 5. The pre-trade checks (services.risk.checks); the first breach is the outcome.
+
+An order's decision counts what risk itself holds (services.risk.exposure: the positions
+ledger and the reservations of orders approved but not filled) and writes the order's row
+(services.risk.reservations) in the same transaction, under the account's lock. One order
+has one decision: when an order is asked about again (execution resumed a command after a
+crash, before it recorded the order), the earlier decision is voided first, releasing what
+it reserved, and audited as `risk.decision.voided` naming the decision that replaces it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,11 +30,24 @@ from google.protobuf import struct_pb2
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import checks, drawdown, killswitch, locks, outcomes, ratelimit, versions
+from services.risk import (
+    checks,
+    drawdown,
+    exposure,
+    killswitch,
+    locks,
+    outcomes,
+    ratelimit,
+    reservations,
+    versions,
+)
 from services.risk.checks import Breach, DeploymentContext, OrderContext
 from services.risk.policy import Policy
+from services.risk.reservations import Reservation
 from services.runtime import outbox
 from services.runtime.outbox import Outbox
+from services.runtime.timeutil import utcnow
+from services.runtime.validation import ID_RE
 
 ORDER_SUBMIT = "order.submit"
 ORDER_CANCEL = "order.cancel"
@@ -66,11 +87,42 @@ def decide(conn: Connection, box: Outbox, command: Command, now: datetime) -> ri
         locks.hold(conn, locks.account_key(command.tenant_id, command.account_id))
     record = versions.active_policy(conn, command.tenant_id, command.account_id)
     label = record.label if record else ""
+    if command.kind == ORDER_SUBMIT and command.order is not None:
+        # A new command, not a changed one: should this op roll back, the caller's
+        # command must not carry figures from a transaction that never happened.
+        command = dataclasses.replace(
+            command,
+            order=exposure.assess(
+                conn,
+                command.tenant_id,
+                command.account_id,
+                command.deployment_id,
+                command.order_id,
+                command.order,
+                now,
+            ),
+        )
     verdict = _evaluate(conn, command, record, now)
-    approved = verdict.outcome == outcomes.APPROVED
-    if approved and command.kind == ORDER_SUBMIT:
-        ratelimit.record(conn, command.tenant_id, command.account_id, command.order_id, now)
+    counted = {"exposure": exposure.evidence(command.order)} if command.order else {}
+    return _record(
+        conn, box, command, verdict, label, now, tracked=_tracked(command), extra=counted
+    )
 
+
+def _record(
+    conn: Connection,
+    box: Outbox,
+    command: Command,
+    verdict: _Verdict,
+    label: str,
+    now: datetime,
+    *,
+    tracked: bool,
+    extra: dict[str, Any] | None = None,
+) -> risk_pb2.RiskDecision:
+    """The decision, its order's row when `tracked` (voiding an earlier decision) and its
+    audit event."""
+    approved = verdict.outcome == outcomes.APPROVED
     decision = risk_pb2.RiskDecision(
         approved=approved,
         outcome=verdict.outcome,
@@ -79,6 +131,31 @@ def decide(conn: Connection, box: Outbox, command: Command, now: datetime) -> ri
         decision_id=f"dec_{uuid.uuid4().hex}",
         breaches=[b.message() for b in verdict.breaches],
     )
+    if tracked:
+        previous = reservations.find(conn, command.tenant_id, command.order_id)
+        if previous is not None:
+            _void(conn, box, previous, decision.decision_id)
+        order = command.order
+        reservations.record(
+            conn,
+            command.tenant_id,
+            reservations.Decided(
+                order_id=command.order_id,
+                account_id=command.account_id,
+                deployment_id=command.deployment_id,
+                instrument=order.instrument if order else "",
+                side=order.side if order else "",
+                quantity=order.quantity if order else checks.ZERO,
+                price=order.price() if order else None,
+                decision_id=decision.decision_id,
+                outcome=verdict.outcome,
+                policy_version=label,
+                approved=approved,
+            ),
+            now,
+            replace=previous is not None,
+        )
+
     data: dict[str, Any] = {
         "decisionId": decision.decision_id,
         "approved": approved,
@@ -87,6 +164,7 @@ def decide(conn: Connection, box: Outbox, command: Command, now: datetime) -> ri
     }
     if verdict.breaches:
         data["breaches"] = [b.as_dict() for b in verdict.breaches]
+    data.update(extra or {})
     evidence = struct_pb2.Struct()
     evidence.update(data)
     decision.evidence.CopyFrom(evidence)
@@ -105,6 +183,44 @@ def decide(conn: Connection, box: Outbox, command: Command, now: datetime) -> ri
         ),
     )
     return decision
+
+
+def _tracked(command: Command) -> bool:
+    """Whether the command is a new order whose decision gets a row (ids fit the columns)."""
+    return command.kind == ORDER_SUBMIT and all(
+        ID_RE.match(value)
+        for value in (command.order_id, command.account_id, command.deployment_id)
+    )
+
+
+def _void(conn: Connection, box: Outbox, previous: Reservation, superseded_by: str) -> None:
+    """Audits that the order's earlier decision no longer stands; its row is overwritten
+    next, which releases what it reserved."""
+    released = previous.remaining
+    box.add(
+        conn,
+        outbox.event(
+            "risk.decision.voided",
+            source="risk",
+            outcome=outcomes.VOIDED,
+            reason=(
+                f"order {previous.order_id} was asked about again (execution resumed the "
+                f"command before it recorded the order): decision {previous.decision_id} "
+                f"({previous.outcome}) is void and {superseded_by} replaces it"
+            ),
+            policy_version=previous.policy_version,
+            account_id=previous.account_id,
+            deployment_id=previous.deployment_id,
+            order_id=previous.order_id,
+            data={
+                "decisionId": previous.decision_id,
+                "supersededBy": superseded_by,
+                "previousOutcome": previous.outcome,
+                "previousState": previous.state,
+                "releasedQuantity": checks.fmt(released),
+            },
+        ),
+    )
 
 
 def _evaluate(
@@ -179,31 +295,20 @@ def _evaluate(
 
 
 def undecided(conn: Connection, box: Outbox, command: Command, why: str) -> risk_pb2.RiskDecision:
-    """The audited "no" when the decision itself failed (state unreadable, lock contended)."""
+    """The audited "no" when the decision itself failed (state unreadable, lock contended).
+
+    It stands as the order's one decision when the account's lock can be had: an earlier
+    decision is voided and the order's row records the refusal. With the lock busy the
+    refusal is only audited, and whatever an earlier decision reserved stays reserved.
+    """
     box.ensure_capacity(conn)
-    decision = risk_pb2.RiskDecision(
-        approved=False,
-        outcome=outcomes.RISK_UNDECIDED,
-        reason=f"risk could not decide ({why}); the command is refused",
-        decision_id=f"dec_{uuid.uuid4().hex}",
+    verdict = _Verdict(
+        outcomes.RISK_UNDECIDED, f"risk could not decide ({why}); the command is refused"
     )
-    data = {
-        "decisionId": decision.decision_id,
-        "approved": False,
-        "command": command.kind,
-        **command.details,
-    }
-    box.add(
-        conn,
-        outbox.event(
-            "risk.decision",
-            source="risk",
-            outcome=outcomes.RISK_UNDECIDED,
-            reason=decision.reason,
-            account_id=command.account_id,
-            deployment_id=command.deployment_id,
-            order_id=command.order_id,
-            data=data,
-        ),
-    )
-    return decision
+    tracked = _tracked(command)
+    if tracked:
+        try:
+            locks.hold(conn, locks.account_key(command.tenant_id, command.account_id))
+        except locks.Contended:
+            tracked = False
+    return _record(conn, box, command, verdict, "", utcnow(), tracked=tracked)

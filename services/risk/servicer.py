@@ -21,6 +21,7 @@ from services.risk import (
     outcomes,
     policy,
     pretrade,
+    settlement,
     versions,
 )
 from services.risk.enforcement import Enforcer
@@ -37,6 +38,8 @@ Context = aio.ServicerContext[object, object]
 MAX_VERSIONS = 100
 RISK_OFFICER = "risk-officer"
 REASON_MAX = 500
+# Seconds an engage keeps for reading and answering after its inline enforcement.
+ANSWER_MARGIN = 1.0
 
 
 def _policy_message(record: versions.PolicyRecord) -> risk_pb2.PolicyVersion:
@@ -317,6 +320,16 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
                 "accountOpenOrders": order.account_open_orders,
                 "deploymentGrossExposure": order.deployment_gross_exposure,
                 "capitalAllocation": order.capital_allocation,
+                "positions": [
+                    {
+                        "instrument": p.instrument,
+                        "quantity": p.quantity,
+                        "version": str(p.version),
+                        "price": p.price,
+                    }
+                    for p in order.positions
+                ],
+                "deploymentInstruments": list(order.deployment_instruments),
             },
         )
         if action == "submit":
@@ -365,6 +378,18 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         return risk_pb2.ReportEquityResponse(
             tripped=result.tripped, states=result.states, applied=result.applied
         )
+
+    async def SettleOrder(
+        self, request: risk_pb2.SettleOrderRequest, context: Context
+    ) -> risk_pb2.SettleOrderResponse:
+        tenant = correlation.current().tenant_id
+        parsed = settlement.parse(request)
+        applied = await self._serialised(
+            lambda c: settlement.apply(c, self.outbox, tenant, parsed, utcnow())
+        )
+        if applied.changed:
+            self.outbox.notify()
+        return risk_pb2.SettleOrderResponse(known=applied.known)
 
     # -- kill switch -----------------------------------------------------------------------
 
@@ -425,7 +450,11 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             lambda c: killswitch.enforcement_for(c, corr.tenant_id, ref.scope, ref.scope_id)
         )
         if job is not None:
-            await self.enforcer.enforce(job)
+            # Enforced before answering, so the reply shows it; within the caller's deadline,
+            # leaving time to answer (a slower enforcement is finished by the retry loop).
+            remaining = context.time_remaining()
+            timeout = None if remaining is None else max(remaining - ANSWER_MARGIN, 0.1)
+            await self.enforcer.enforce(job, within=timeout)
         return await self.db.read(
             lambda c: killswitch.get(c, corr.tenant_id, ref.scope, ref.scope_id)
         )

@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     gateway_port: int = 8080
 
     rpc_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Risk: how long an approved order's reservation may go unsettled before risk asks
+    # execution about it, and how old an approval must be before an order execution never
+    # recorded is released (longer than execution's command lease).
+    risk_reservation_check_seconds: float = Field(default=30.0, gt=0)
+    risk_reservation_release_seconds: float = Field(default=60.0, gt=0)
+    # Deadline of risk's EnforceKillSwitch call: long enough to cancel and flatten a scope.
+    risk_enforcement_timeout_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     service_token: str = DEV_SERVICE_TOKEN
 

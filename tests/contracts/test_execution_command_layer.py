@@ -337,25 +337,27 @@ def test_kill_switch_tripped_by_an_equity_report_is_enforced(
         trader.mark("BTC-USD", "80")
         assert trader.kill_switch("deployment", dep_id)["engaged"] is False
     trader.mark("BTC-USD", "80")
+    # Risk alone enforces the trip, in the background, once: it cancels and flattens.
+    switch = wait_for(
+        lambda: (s := trader.kill_switch("deployment", dep_id))["enforcement"] == "enforced" and s
+    )
     assert trader.client.get(f"/v1/orders/{resting['orderId']}").json()["status"] == "cancelled"
     dep = trader.deployment(dep_id)
     assert dep["positions"][0]["quantity"] == "0" and dep["state"] == "running"
     held = dep["killSwitch"]
     assert (held["engaged"], held["scope"], held["scopeId"]) == (True, "deployment", dep_id)
     assert "exceeded maxDrawdownPct 10 on 3 consecutive equity reports" in held["reason"]
-    # Execution enforced the trip from its report's reply, and risk asks it to as well: the
-    # two reducers never take the same quantity, so there is exactly one flatten order.
-    switch = wait_for(
-        lambda: (s := trader.kill_switch("deployment", dep_id))["enforcement"] == "enforced" and s
-    )
     assert switch["trigger"] == "drawdown" and switch["flatten"] is True
-    assert [o["side"] for o in trader.orders(dep_id) if o["reduceOnly"]] == ["sell"]
+    flattens = [o for o in trader.orders(dep_id) if o["reduceOnly"]]
+    assert [o["side"] for o in flattens] == ["sell"]
+    # The switch records exactly the flatten that was placed.
+    assert "placed 1 flatten order(s)" in switch["enforcementDetail"], switch
     assert trader.position(dep_id)["quantity"] == "0"
     audit_events(trader.client, {"killswitch.enforced"}, deploymentId=dep_id)
-    # Risk calling EnforceKillSwitch again is harmless: nothing is left to cancel or reduce.
+    # Enforcing again (another engagement) is harmless: nothing is left to cancel or reduce.
     again = execution_stack.stub().EnforceKillSwitch(
         execution_pb2.EnforceKillSwitchRequest(
-            scope="deployment", scope_id=dep_id, flatten=True, reason="again"
+            scope="deployment", scope_id=dep_id, flatten=True, reason="again", generation=999
         ),
         metadata=metadata(trader.tenant),
     )

@@ -17,12 +17,15 @@ def test_risk_migrations_upgrade_downgrade_and_upgrade_again(database_url: str) 
     db = Database(database_url, name="risk")
     try:
         migrate(db, RiskService.migrations, "risk")
-        assert current_revision(db, "risk") == "risk0002"
+        assert current_revision(db, "risk") == "risk0003"
 
         def tables(conn: sa.Connection) -> set[str]:
             return set(sa.inspect(conn).get_table_names())
 
-        assert {"risk_equity", "risk_order_rate", "risk_kill_switches"} <= db.read_sync(tables)
+        assert {"risk_equity", "risk_orders", "risk_positions", "risk_kill_switches"} <= (
+            db.read_sync(tables)
+        )
+        assert "risk_order_rate" not in db.read_sync(tables)
         cfg = alembic_config(RiskService.migrations, "risk")
         with db.writer_engine.connect() as conn:
             cfg.attributes["connection"] = conn
@@ -31,6 +34,46 @@ def test_risk_migrations_upgrade_downgrade_and_upgrade_again(database_url: str) 
         assert current_revision(db, "risk") == "risk0001"
         assert "risk_equity" not in db.read_sync(tables)
         migrate(db, RiskService.migrations, "risk")
-        assert current_revision(db, "risk") == "risk0002"
+        assert current_revision(db, "risk") == "risk0003"
+    finally:
+        db.close()
+
+
+def test_the_order_rate_window_carries_over_into_the_order_rows(database_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.risk import ratelimit
+
+    db = Database(database_url, name="risk")
+    try:
+        migrate(db, RiskService.migrations, "risk", target="risk0002")
+        at = datetime(2026, 5, 4, 12, tzinfo=UTC)
+        rate = sa.table(
+            "risk_order_rate",
+            sa.column("tenant_id"),
+            sa.column("account_id"),
+            sa.column("order_id"),
+            sa.column("at", sa.DateTime(timezone=True)),
+        )
+        rows = [
+            ("t1", "acc-1", "o1", at),
+            ("t1", "acc-1", "o2", at + timedelta(seconds=1)),
+            ("t1", "acc-1", "", at + timedelta(seconds=2)),  # counted without an id
+            ("t1", "acc-2", "o3", at),
+        ]
+        db.write_sync(
+            lambda c: c.execute(
+                sa.insert(rate),
+                [
+                    dict(zip(("tenant_id", "account_id", "order_id", "at"), r, strict=True))
+                    for r in rows
+                ],
+            )
+        )
+        migrate(db, RiskService.migrations, "risk")
+        since = at - timedelta(seconds=1)
+        assert db.read_sync(lambda c: ratelimit.count(c, "t1", "acc-1", since)) == 3
+        assert db.read_sync(lambda c: ratelimit.count(c, "t1", "acc-2", since)) == 1
+        assert db.read_sync(lambda c: ratelimit.count(c, "t1", "acc-1", since, besides="o1")) == 2
     finally:
         db.close()

@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.risk import checks, pretrade, versions
-from tests.risk.conftest import RiskStore
+from google.protobuf import json_format
+
+from services.risk import checks, pretrade, reservations, versions
+from tests.risk.conftest import RiskStore, intent
 from tests.risk.rig import policy_doc
 
 T0 = datetime(2026, 5, 4, 12, tzinfo=UTC)
@@ -82,3 +84,64 @@ def test_each_decision_is_one_audit_event_in_the_same_transaction(store: RiskSto
         ("o2", "MARK_STALE", "risk-policy.v1@1"),
     ]
     assert all(e.tenant_id == "t1" and e.request_id for e in events)
+
+
+# -- one decision per order ----------------------------------------------------------------
+
+
+def test_deciding_an_order_again_voids_the_earlier_decision(store: RiskStore) -> None:
+    store.put_policy(maxPositionNotional="500", maxOrderNotional="500", markMaxAgeSeconds=3600)
+    first = store.check(intent("ord_again", quantity="3"))
+    # Execution resumed the command after a crash and asks again for the same order.
+    second = store.check(intent("ord_again", quantity="3"), T0 + timedelta(seconds=40))
+    assert first.approved and second.approved
+    assert first.decision_id != second.decision_id
+    # One reservation (the second's): 2 more units fit under the 5 the limit allows, 3 not.
+    held = store.run(lambda c: reservations.open_of_account(c, "t1", "acc-1"))
+    assert [(r.order_id, r.decision_id, r.remaining) for r in held] == [
+        ("ord_again", second.decision_id, Decimal(3))
+    ]
+    assert store.check(intent("ord_3", quantity="3")).outcome == "POSITION_NOTIONAL_LIMIT"
+    assert store.check(intent("ord_2", quantity="2")).approved
+
+    trail = [
+        (e.type, e.outcome, e.order_id)
+        for e in store.events("risk.decision", "risk.decision.voided")
+        if e.order_id == "ord_again"
+    ]
+    assert trail == [
+        ("risk.decision", "APPROVED", "ord_again"),
+        ("risk.decision.voided", "VOIDED", "ord_again"),
+        ("risk.decision", "APPROVED", "ord_again"),
+    ]
+    (voided,) = store.events("risk.decision.voided")
+    data = json_format.MessageToDict(voided.data)
+    assert data["decisionId"] == first.decision_id
+    assert data["supersededBy"] == second.decision_id
+    assert (data["previousOutcome"], data["releasedQuantity"]) == ("APPROVED", "3")
+    assert "asked about again" in voided.reason and voided.policy_version == "risk-policy.v1@1"
+
+
+def test_a_refused_decision_is_voided_too_and_the_rate_counts_the_order_once(
+    store: RiskStore,
+) -> None:
+    store.put_policy(orderRate={"maxOrders": 1, "windowSeconds": 60}, markMaxAgeSeconds=3600)
+    refused = store.check(intent("ord_x", mark=""))
+    assert refused.outcome == "MARK_MISSING"
+    approved = store.check(intent("ord_x"))
+    again = store.check(intent("ord_x"))
+    assert approved.approved and again.approved
+    assert store.check(intent("ord_y")).outcome == "ORDER_RATE_LIMIT"
+    voided = store.events("risk.decision.voided")
+    assert [json_format.MessageToDict(e.data)["decisionId"] for e in voided] == [
+        refused.decision_id,
+        approved.decision_id,
+    ]
+    # Every decision but the last is voided: exactly one stands for the order.
+    decided = [
+        json_format.MessageToDict(e.data)["decisionId"]
+        for e in store.events("risk.decision")
+        if e.order_id == "ord_x"
+    ]
+    standing = set(decided) - {json_format.MessageToDict(e.data)["decisionId"] for e in voided}
+    assert standing == {again.decision_id}

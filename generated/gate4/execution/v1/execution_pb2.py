@@ -23,55 +23,60 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from gate4.risk.v1 import risk_pb2 as gate4_dot_risk_dot_v1_dot_risk__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"gate4/execution/v1/execution.proto\x12\x12gate4.execution.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n\x08Position\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x15\n\raverage_price\x18\x03 \x01(\t\x12\x12\n\nmark_price\x18\x04 \x01(\t\x12\x14\n\x0crealized_pnl\x18\x05 \x01(\t\x12\x16\n\x0eunrealized_pnl\x18\x06 \x01(\t\"X\n\x14\x44\x65ploymentKillSwitch\x12\x0f\n\x07\x65ngaged\x18\x01 \x01(\x08\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x10\n\x08scope_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xbb\x04\n\nDeployment\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x13\n\x0bstrategy_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x13\n\x0binstruments\x18\x05 \x03(\t\x12\x1a\n\x12\x63\x61pital_allocation\x18\x06 \x01(\t\x12\x0c\n\x04mode\x18\x07 \x01(\t\x12\r\n\x05state\x18\x08 \x01(\t\x12/\n\tpositions\x18\t \x03(\x0b\x32\x1c.gate4.execution.v1.Position\x12\x14\n\x0crealized_pnl\x18\n \x01(\t\x12\x16\n\x0eunrealized_pnl\x18\x0b \x01(\t\x12\x0e\n\x06\x65quity\x18\x0c \x01(\t\x12\x13\n\x0bpeak_equity\x18\r \x01(\t\x12\x10\n\x08\x64rawdown\x18\x0e \x01(\t\x12=\n\x0bkill_switch\x18\x0f \x01(\x0b\x32(.gate4.execution.v1.DeploymentKillSwitch\x12\x16\n\x0epolicy_version\x18\x10 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x11 \x01(\x08\x12.\n\ncreated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65graded_reason\x18\x14 \x01(\t\x12\x14\n\x0cstate_reason\x18\x15 \x01(\t\"\x9a\x01\n\x17\x43reateDeploymentRequest\x12\x13\n\x0bstrategy_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x13\n\x0binstruments\x18\x03 \x03(\t\x12\x1a\n\x12\x63\x61pital_allocation\x18\x04 \x01(\t\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"-\n\x14GetDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\"Z\n\x16ListDeploymentsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"c\n\x17ListDeploymentsResponse\x12\x33\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1e.gate4.execution.v1.Deployment\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"h\n\x15StopDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66latten\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"`\n\x04\x46ill\x12\x0f\n\x07\x66ill_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x04\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x15\n\rdeployment_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x12\n\ninstrument\x18\x05 \x01(\t\x12\x0c\n\x04side\x18\x06 \x01(\t\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x10\n\x08quantity\x18\x08 \x01(\t\x12\x13\n\x0blimit_price\x18\t \x01(\t\x12\x17\n\x0f\x66illed_quantity\x18\n \x01(\t\x12\x1a\n\x12\x61verage_fill_price\x18\x0b \x01(\t\x12\x0e\n\x06status\x18\x0c \x01(\t\x12\x13\n\x0breduce_only\x18\r \x01(\x08\x12\x17\n\x0f\x63lient_order_id\x18\x0e \x01(\t\x12\x0f\n\x07outcome\x18\x0f \x01(\t\x12\x15\n\rreject_reason\x18\x10 \x01(\t\x12\'\n\x05\x66ills\x18\x11 \x03(\x0b\x32\x18.gate4.execution.v1.Fill\x12.\n\ncreated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epolicy_version\x18\x14 \x01(\t\x12\x16\n\x0evenue_attempts\x18\x15 \x01(\x05\"\xc9\x01\n\x12SubmitOrderRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x12\n\ninstrument\x18\x02 \x01(\t\x12\x0c\n\x04side\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\t\x12\x13\n\x0blimit_price\x18\x06 \x01(\t\x12\x13\n\x0breduce_only\x18\x07 \x01(\x08\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"Y\n\x11ListOrdersRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"T\n\x12ListOrdersResponse\x12)\n\x06orders\x18\x01 \x03(\x0b\x32\x19.gate4.execution.v1.Order\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"Q\n\x04Mark\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x10\x46\x65\x65\x64MarksRequest\x12\'\n\x05marks\x18\x01 \x03(\x0b\x32\x18.gate4.execution.v1.Mark\"4\n\x11\x46\x65\x65\x64MarksResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\r\n\x05\x66ills\x18\x02 \x01(\x05\"\\\n\x18\x45nforceKillSwitchRequest\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x10\n\x08scope_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66latten\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"S\n\x19\x45nforceKillSwitchResponse\x12\x1b\n\x13\x63\x61ncelled_order_ids\x18\x01 \x03(\t\x12\x19\n\x11\x66latten_order_ids\x18\x02 \x03(\t2\xb0\x07\n\x10\x45xecutionService\x12_\n\x10\x43reateDeployment\x12+.gate4.execution.v1.CreateDeploymentRequest\x1a\x1e.gate4.execution.v1.Deployment\x12Y\n\rGetDeployment\x12(.gate4.execution.v1.GetDeploymentRequest\x1a\x1e.gate4.execution.v1.Deployment\x12j\n\x0fListDeployments\x12*.gate4.execution.v1.ListDeploymentsRequest\x1a+.gate4.execution.v1.ListDeploymentsResponse\x12[\n\x0eStopDeployment\x12).gate4.execution.v1.StopDeploymentRequest\x1a\x1e.gate4.execution.v1.Deployment\x12P\n\x0bSubmitOrder\x12&.gate4.execution.v1.SubmitOrderRequest\x1a\x19.gate4.execution.v1.Order\x12J\n\x08GetOrder\x12#.gate4.execution.v1.GetOrderRequest\x1a\x19.gate4.execution.v1.Order\x12[\n\nListOrders\x12%.gate4.execution.v1.ListOrdersRequest\x1a&.gate4.execution.v1.ListOrdersResponse\x12P\n\x0b\x43\x61ncelOrder\x12&.gate4.execution.v1.CancelOrderRequest\x1a\x19.gate4.execution.v1.Order\x12X\n\tFeedMarks\x12$.gate4.execution.v1.FeedMarksRequest\x1a%.gate4.execution.v1.FeedMarksResponse\x12p\n\x11\x45nforceKillSwitch\x12,.gate4.execution.v1.EnforceKillSwitchRequest\x1a-.gate4.execution.v1.EnforceKillSwitchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"gate4/execution/v1/execution.proto\x12\x12gate4.execution.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18gate4/risk/v1/risk.proto\"\x89\x01\n\x08Position\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x15\n\raverage_price\x18\x03 \x01(\t\x12\x12\n\nmark_price\x18\x04 \x01(\t\x12\x14\n\x0crealized_pnl\x18\x05 \x01(\t\x12\x16\n\x0eunrealized_pnl\x18\x06 \x01(\t\"X\n\x14\x44\x65ploymentKillSwitch\x12\x0f\n\x07\x65ngaged\x18\x01 \x01(\x08\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x10\n\x08scope_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xbb\x04\n\nDeployment\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x13\n\x0bstrategy_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x13\n\x0binstruments\x18\x05 \x03(\t\x12\x1a\n\x12\x63\x61pital_allocation\x18\x06 \x01(\t\x12\x0c\n\x04mode\x18\x07 \x01(\t\x12\r\n\x05state\x18\x08 \x01(\t\x12/\n\tpositions\x18\t \x03(\x0b\x32\x1c.gate4.execution.v1.Position\x12\x14\n\x0crealized_pnl\x18\n \x01(\t\x12\x16\n\x0eunrealized_pnl\x18\x0b \x01(\t\x12\x0e\n\x06\x65quity\x18\x0c \x01(\t\x12\x13\n\x0bpeak_equity\x18\r \x01(\t\x12\x10\n\x08\x64rawdown\x18\x0e \x01(\t\x12=\n\x0bkill_switch\x18\x0f \x01(\x0b\x32(.gate4.execution.v1.DeploymentKillSwitch\x12\x16\n\x0epolicy_version\x18\x10 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x11 \x01(\x08\x12.\n\ncreated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65graded_reason\x18\x14 \x01(\t\x12\x14\n\x0cstate_reason\x18\x15 \x01(\t\"\x9a\x01\n\x17\x43reateDeploymentRequest\x12\x13\n\x0bstrategy_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x13\n\x0binstruments\x18\x03 \x03(\t\x12\x1a\n\x12\x63\x61pital_allocation\x18\x04 \x01(\t\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"-\n\x14GetDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\"Z\n\x16ListDeploymentsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"c\n\x17ListDeploymentsResponse\x12\x33\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1e.gate4.execution.v1.Deployment\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"h\n\x15StopDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66latten\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"`\n\x04\x46ill\x12\x0f\n\x07\x66ill_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x04\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x15\n\rdeployment_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x12\n\ninstrument\x18\x05 \x01(\t\x12\x0c\n\x04side\x18\x06 \x01(\t\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x10\n\x08quantity\x18\x08 \x01(\t\x12\x13\n\x0blimit_price\x18\t \x01(\t\x12\x17\n\x0f\x66illed_quantity\x18\n \x01(\t\x12\x1a\n\x12\x61verage_fill_price\x18\x0b \x01(\t\x12\x0e\n\x06status\x18\x0c \x01(\t\x12\x13\n\x0breduce_only\x18\r \x01(\x08\x12\x17\n\x0f\x63lient_order_id\x18\x0e \x01(\t\x12\x0f\n\x07outcome\x18\x0f \x01(\t\x12\x15\n\rreject_reason\x18\x10 \x01(\t\x12\'\n\x05\x66ills\x18\x11 \x03(\x0b\x32\x18.gate4.execution.v1.Fill\x12.\n\ncreated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epolicy_version\x18\x14 \x01(\t\x12\x16\n\x0evenue_attempts\x18\x15 \x01(\x05\"\xc9\x01\n\x12SubmitOrderRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x12\n\ninstrument\x18\x02 \x01(\t\x12\x0c\n\x04side\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\t\x12\x13\n\x0blimit_price\x18\x06 \x01(\t\x12\x13\n\x0breduce_only\x18\x07 \x01(\x08\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"Y\n\x11ListOrdersRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"T\n\x12ListOrdersResponse\x12)\n\x06orders\x18\x01 \x03(\x0b\x32\x19.gate4.execution.v1.Order\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"Q\n\x04Mark\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x10\x46\x65\x65\x64MarksRequest\x12\'\n\x05marks\x18\x01 \x03(\x0b\x32\x18.gate4.execution.v1.Mark\"4\n\x11\x46\x65\x65\x64MarksResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\r\n\x05\x66ills\x18\x02 \x01(\x05\"p\n\x18\x45nforceKillSwitchRequest\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x10\n\x08scope_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66latten\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\x05\"S\n\x19\x45nforceKillSwitchResponse\x12\x1b\n\x13\x63\x61ncelled_order_ids\x18\x01 \x03(\t\x12\x19\n\x11\x66latten_order_ids\x18\x02 \x03(\t\"*\n\x15GetSettlementsRequest\x12\x11\n\torder_ids\x18\x01 \x03(\t\"k\n\x16GetSettlementsResponse\x12\x36\n\x0bsettlements\x18\x01 \x03(\x0b\x32!.gate4.risk.v1.SettleOrderRequest\x12\x19\n\x11unknown_order_ids\x18\x02 \x03(\t2\x99\x08\n\x10\x45xecutionService\x12_\n\x10\x43reateDeployment\x12+.gate4.execution.v1.CreateDeploymentRequest\x1a\x1e.gate4.execution.v1.Deployment\x12Y\n\rGetDeployment\x12(.gate4.execution.v1.GetDeploymentRequest\x1a\x1e.gate4.execution.v1.Deployment\x12j\n\x0fListDeployments\x12*.gate4.execution.v1.ListDeploymentsRequest\x1a+.gate4.execution.v1.ListDeploymentsResponse\x12[\n\x0eStopDeployment\x12).gate4.execution.v1.StopDeploymentRequest\x1a\x1e.gate4.execution.v1.Deployment\x12P\n\x0bSubmitOrder\x12&.gate4.execution.v1.SubmitOrderRequest\x1a\x19.gate4.execution.v1.Order\x12J\n\x08GetOrder\x12#.gate4.execution.v1.GetOrderRequest\x1a\x19.gate4.execution.v1.Order\x12[\n\nListOrders\x12%.gate4.execution.v1.ListOrdersRequest\x1a&.gate4.execution.v1.ListOrdersResponse\x12P\n\x0b\x43\x61ncelOrder\x12&.gate4.execution.v1.CancelOrderRequest\x1a\x19.gate4.execution.v1.Order\x12X\n\tFeedMarks\x12$.gate4.execution.v1.FeedMarksRequest\x1a%.gate4.execution.v1.FeedMarksResponse\x12p\n\x11\x45nforceKillSwitch\x12,.gate4.execution.v1.EnforceKillSwitchRequest\x1a-.gate4.execution.v1.EnforceKillSwitchResponse\x12g\n\x0eGetSettlements\x12).gate4.execution.v1.GetSettlementsRequest\x1a*.gate4.execution.v1.GetSettlementsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gate4.execution.v1.execution_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POSITION']._serialized_start=92
-  _globals['_POSITION']._serialized_end=229
-  _globals['_DEPLOYMENTKILLSWITCH']._serialized_start=231
-  _globals['_DEPLOYMENTKILLSWITCH']._serialized_end=319
-  _globals['_DEPLOYMENT']._serialized_start=322
-  _globals['_DEPLOYMENT']._serialized_end=893
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=896
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=1050
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1052
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1097
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1099
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1189
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1191
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1290
-  _globals['_STOPDEPLOYMENTREQUEST']._serialized_start=1292
-  _globals['_STOPDEPLOYMENTREQUEST']._serialized_end=1396
-  _globals['_FILL']._serialized_start=1398
-  _globals['_FILL']._serialized_end=1494
-  _globals['_ORDER']._serialized_start=1497
-  _globals['_ORDER']._serialized_end=2011
-  _globals['_SUBMITORDERREQUEST']._serialized_start=2014
-  _globals['_SUBMITORDERREQUEST']._serialized_end=2215
-  _globals['_GETORDERREQUEST']._serialized_start=2217
-  _globals['_GETORDERREQUEST']._serialized_end=2252
-  _globals['_LISTORDERSREQUEST']._serialized_start=2254
-  _globals['_LISTORDERSREQUEST']._serialized_end=2343
-  _globals['_LISTORDERSRESPONSE']._serialized_start=2345
-  _globals['_LISTORDERSRESPONSE']._serialized_end=2429
-  _globals['_CANCELORDERREQUEST']._serialized_start=2431
-  _globals['_CANCELORDERREQUEST']._serialized_end=2485
-  _globals['_MARK']._serialized_start=2487
-  _globals['_MARK']._serialized_end=2568
-  _globals['_FEEDMARKSREQUEST']._serialized_start=2570
-  _globals['_FEEDMARKSREQUEST']._serialized_end=2629
-  _globals['_FEEDMARKSRESPONSE']._serialized_start=2631
-  _globals['_FEEDMARKSRESPONSE']._serialized_end=2683
-  _globals['_ENFORCEKILLSWITCHREQUEST']._serialized_start=2685
-  _globals['_ENFORCEKILLSWITCHREQUEST']._serialized_end=2777
-  _globals['_ENFORCEKILLSWITCHRESPONSE']._serialized_start=2779
-  _globals['_ENFORCEKILLSWITCHRESPONSE']._serialized_end=2862
-  _globals['_EXECUTIONSERVICE']._serialized_start=2865
-  _globals['_EXECUTIONSERVICE']._serialized_end=3809
+  _globals['_POSITION']._serialized_start=118
+  _globals['_POSITION']._serialized_end=255
+  _globals['_DEPLOYMENTKILLSWITCH']._serialized_start=257
+  _globals['_DEPLOYMENTKILLSWITCH']._serialized_end=345
+  _globals['_DEPLOYMENT']._serialized_start=348
+  _globals['_DEPLOYMENT']._serialized_end=919
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=922
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=1076
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1078
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1123
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1125
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1215
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1217
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1316
+  _globals['_STOPDEPLOYMENTREQUEST']._serialized_start=1318
+  _globals['_STOPDEPLOYMENTREQUEST']._serialized_end=1422
+  _globals['_FILL']._serialized_start=1424
+  _globals['_FILL']._serialized_end=1520
+  _globals['_ORDER']._serialized_start=1523
+  _globals['_ORDER']._serialized_end=2037
+  _globals['_SUBMITORDERREQUEST']._serialized_start=2040
+  _globals['_SUBMITORDERREQUEST']._serialized_end=2241
+  _globals['_GETORDERREQUEST']._serialized_start=2243
+  _globals['_GETORDERREQUEST']._serialized_end=2278
+  _globals['_LISTORDERSREQUEST']._serialized_start=2280
+  _globals['_LISTORDERSREQUEST']._serialized_end=2369
+  _globals['_LISTORDERSRESPONSE']._serialized_start=2371
+  _globals['_LISTORDERSRESPONSE']._serialized_end=2455
+  _globals['_CANCELORDERREQUEST']._serialized_start=2457
+  _globals['_CANCELORDERREQUEST']._serialized_end=2511
+  _globals['_MARK']._serialized_start=2513
+  _globals['_MARK']._serialized_end=2594
+  _globals['_FEEDMARKSREQUEST']._serialized_start=2596
+  _globals['_FEEDMARKSREQUEST']._serialized_end=2655
+  _globals['_FEEDMARKSRESPONSE']._serialized_start=2657
+  _globals['_FEEDMARKSRESPONSE']._serialized_end=2709
+  _globals['_ENFORCEKILLSWITCHREQUEST']._serialized_start=2711
+  _globals['_ENFORCEKILLSWITCHREQUEST']._serialized_end=2823
+  _globals['_ENFORCEKILLSWITCHRESPONSE']._serialized_start=2825
+  _globals['_ENFORCEKILLSWITCHRESPONSE']._serialized_end=2908
+  _globals['_GETSETTLEMENTSREQUEST']._serialized_start=2910
+  _globals['_GETSETTLEMENTSREQUEST']._serialized_end=2952
+  _globals['_GETSETTLEMENTSRESPONSE']._serialized_start=2954
+  _globals['_GETSETTLEMENTSRESPONSE']._serialized_end=3061
+  _globals['_EXECUTIONSERVICE']._serialized_start=3064
+  _globals['_EXECUTIONSERVICE']._serialized_end=4113
 # @@protoc_insertion_point(module_scope)

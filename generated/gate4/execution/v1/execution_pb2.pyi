@@ -6,6 +6,7 @@ behind the idempotent command layer and the orchestrator's retry budget.
 """
 
 from collections import abc as _abc
+from gate4.risk.v1 import risk_pb2 as _risk_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -634,11 +635,16 @@ class EnforceKillSwitchRequest(_message.Message):
     SCOPE_ID_FIELD_NUMBER: _builtins.int
     FLATTEN_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     scope: _builtins.str
     """"tenant", "account" or "deployment"."""
     scope_id: _builtins.str
     flatten: _builtins.bool
     reason: _builtins.str
+    generation: _builtins.int
+    """The engagement being enforced. One engagement is enforced once: a repeated call for the
+    same scope and generation answers with what the first one did.
+    """
     def __init__(
         self,
         *,
@@ -646,10 +652,11 @@ class EnforceKillSwitchRequest(_message.Message):
         scope_id: _builtins.str = ...,
         flatten: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["flatten", b"flatten", "reason", b"reason", "scope", b"scope", "scope_id", b"scope_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flatten", b"flatten", "generation", b"generation", "reason", b"reason", "scope", b"scope", "scope_id", b"scope_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -678,3 +685,51 @@ class EnforceKillSwitchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EnforceKillSwitchResponse: _TypeAlias = EnforceKillSwitchResponse  # noqa: Y015
+
+@_typing.final
+class GetSettlementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        order_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_ids", b"order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSettlementsRequest: _TypeAlias = GetSettlementsRequest  # noqa: Y015
+
+@_typing.final
+class GetSettlementsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTLEMENTS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settlements(self) -> _containers.RepeatedCompositeFieldContainer[_risk_pb2.SettleOrderRequest]:
+        """One per order execution knows, with its current fills and position."""
+
+    @_builtins.property
+    def unknown_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Orders execution never recorded (the approval was never acted on)."""
+
+    def __init__(
+        self,
+        *,
+        settlements: _abc.Iterable[_risk_pb2.SettleOrderRequest] | None = ...,
+        unknown_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settlements", b"settlements", "unknown_order_ids", b"unknown_order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSettlementsResponse: _TypeAlias = GetSettlementsResponse  # noqa: Y015

@@ -84,6 +84,11 @@ class ExecutionServiceStub:
                 request_serializer=gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchRequest.SerializeToString,
                 response_deserializer=gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchResponse.FromString,
                 _registered_method=True)
+        self.GetSettlements = channel.unary_unary(
+                '/gate4.execution.v1.ExecutionService/GetSettlements',
+                request_serializer=gate4_dot_execution_dot_v1_dot_execution__pb2.GetSettlementsRequest.SerializeToString,
+                response_deserializer=gate4_dot_execution_dot_v1_dot_execution__pb2.GetSettlementsResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -152,6 +157,14 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSettlements(self, request, context):
+        """Internal, called by risk for reservations it has held a long time: what became of
+        each order, so an approval whose settlement was lost is converted or released.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +217,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.EnforceKillSwitch,
                     request_deserializer=gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchRequest.FromString,
                     response_serializer=gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchResponse.SerializeToString,
+            ),
+            'GetSettlements': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettlements,
+                    request_deserializer=gate4_dot_execution_dot_v1_dot_execution__pb2.GetSettlementsRequest.FromString,
+                    response_serializer=gate4_dot_execution_dot_v1_dot_execution__pb2.GetSettlementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -476,6 +494,33 @@ class ExecutionService:
             '/gate4.execution.v1.ExecutionService/EnforceKillSwitch',
             gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchRequest.SerializeToString,
             gate4_dot_execution_dot_v1_dot_execution__pb2.EnforceKillSwitchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettlements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate4.execution.v1.ExecutionService/GetSettlements',
+            gate4_dot_execution_dot_v1_dot_execution__pb2.GetSettlementsRequest.SerializeToString,
+            gate4_dot_execution_dot_v1_dot_execution__pb2.GetSettlementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

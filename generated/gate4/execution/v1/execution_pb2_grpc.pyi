@@ -47,6 +47,10 @@ class ExecutionServiceStub:
     """Internal, called by risk when a kill switch is engaged: cancels open orders in scope
     and, when asked, flattens positions with reduce-only orders on the reducing side.
     """
+    GetSettlements: _grpc.UnaryUnaryMultiCallable[_execution_pb2.GetSettlementsRequest, _execution_pb2.GetSettlementsResponse]
+    """Internal, called by risk for reservations it has held a long time: what became of
+    each order, so an approval whose settlement was lost is converted or released.
+    """
 
 @_typing.type_check_only
 class ExecutionServiceAsyncStub(ExecutionServiceStub):
@@ -64,6 +68,10 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     EnforceKillSwitch: _aio.UnaryUnaryMultiCallable[_execution_pb2.EnforceKillSwitchRequest, _execution_pb2.EnforceKillSwitchResponse]  # type: ignore[assignment]
     """Internal, called by risk when a kill switch is engaged: cancels open orders in scope
     and, when asked, flattens positions with reduce-only orders on the reducing side.
+    """
+    GetSettlements: _aio.UnaryUnaryMultiCallable[_execution_pb2.GetSettlementsRequest, _execution_pb2.GetSettlementsResponse]  # type: ignore[assignment]
+    """Internal, called by risk for reservations it has held a long time: what became of
+    each order, so an approval whose settlement was lost is converted or released.
     """
 
 class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -139,6 +147,16 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_execution_pb2.EnforceKillSwitchResponse, _abc.Awaitable[_execution_pb2.EnforceKillSwitchResponse]]:
         """Internal, called by risk when a kill switch is engaged: cancels open orders in scope
         and, when asked, flattens positions with reduce-only orders on the reducing side.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSettlements(
+        self,
+        request: _execution_pb2.GetSettlementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_pb2.GetSettlementsResponse, _abc.Awaitable[_execution_pb2.GetSettlementsResponse]]:
+        """Internal, called by risk for reservations it has held a long time: what became of
+        each order, so an approval whose settlement was lost is converted or released.
         """
 
 def add_ExecutionServiceServicer_to_server(servicer: ExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -250,6 +250,8 @@ class OrderIntent(_message.Message):
     ACCOUNT_POSITION_QUANTITY_FIELD_NUMBER: _builtins.int
     ACCOUNT_OPEN_ORDERS_FIELD_NUMBER: _builtins.int
     DEPLOYMENT_GROSS_EXPOSURE_FIELD_NUMBER: _builtins.int
+    POSITIONS_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_INSTRUMENTS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     deployment_id: _builtins.str
     account_id: _builtins.str
@@ -273,6 +275,18 @@ class OrderIntent(_message.Message):
     """Sum of |quantity| x mark over the deployment's positions, before the order."""
     @_builtins.property
     def mark_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionSnapshot]:
+        """Every position the deployment holds (and the order's instrument, even when flat), each
+        with its version: risk keeps the newest version it has seen of each.
+        """
+
+    @_builtins.property
+    def deployment_instruments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The instruments the deployment was created for; an order for another one is refused
+        with DEPLOYMENT_INSTRUMENT_NOT_ALLOWED.
+        """
+
     def __init__(
         self,
         *,
@@ -293,14 +307,54 @@ class OrderIntent(_message.Message):
         account_position_quantity: _builtins.str = ...,
         account_open_orders: _builtins.int = ...,
         deployment_gross_exposure: _builtins.str = ...,
+        positions: _abc.Iterable[Global___PositionSnapshot] | None = ...,
+        deployment_instruments: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["mark_time", b"mark_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_open_orders", b"account_open_orders", "account_position_quantity", b"account_position_quantity", "capital_allocation", b"capital_allocation", "deployment_gross_exposure", b"deployment_gross_exposure", "deployment_id", b"deployment_id", "instrument", b"instrument", "limit_price", b"limit_price", "mark_price", b"mark_price", "mark_time", b"mark_time", "open_orders", b"open_orders", "order_id", b"order_id", "position_quantity", b"position_quantity", "quantity", b"quantity", "reduce_only", b"reduce_only", "side", b"side", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_open_orders", b"account_open_orders", "account_position_quantity", b"account_position_quantity", "capital_allocation", b"capital_allocation", "deployment_gross_exposure", b"deployment_gross_exposure", "deployment_id", b"deployment_id", "deployment_instruments", b"deployment_instruments", "instrument", b"instrument", "limit_price", b"limit_price", "mark_price", b"mark_price", "mark_time", b"mark_time", "open_orders", b"open_orders", "order_id", b"order_id", "position_quantity", b"position_quantity", "positions", b"positions", "quantity", b"quantity", "reduce_only", b"reduce_only", "side", b"side", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrderIntent: _TypeAlias = OrderIntent  # noqa: Y015
+
+@_typing.final
+class PositionSnapshot(_message.Message):
+    """One deployment's position in one instrument as execution's ledger holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    deployment_id: _builtins.str
+    instrument: _builtins.str
+    quantity: _builtins.str
+    """Signed decimal: positive long, negative short."""
+    version: _builtins.int
+    """Execution's counter for this (deployment, instrument): one more for every change of the
+    quantity. A snapshot with a lower version than one already seen is stale and ignored.
+    """
+    price: _builtins.str
+    """What one unit is valued at: the last mark, or the average price when there is no mark."""
+    def __init__(
+        self,
+        *,
+        deployment_id: _builtins.str = ...,
+        instrument: _builtins.str = ...,
+        quantity: _builtins.str = ...,
+        version: _builtins.int = ...,
+        price: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "instrument", b"instrument", "price", b"price", "quantity", b"quantity", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PositionSnapshot: _TypeAlias = PositionSnapshot  # noqa: Y015
 
 @_typing.final
 class CheckOrderRequest(_message.Message):
@@ -364,6 +418,82 @@ class CheckDeploymentRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckDeploymentRequest: _TypeAlias = CheckDeploymentRequest  # noqa: Y015
+
+@_typing.final
+class SettleOrderRequest(_message.Message):
+    """What became of an approved order. `filled_quantity` is cumulative; `closed` means the order
+    can fill no more (filled, cancelled, rejected), so what it still reserved is released.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
+    FILLED_QUANTITY_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    NOT_EXECUTED_REASON_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    account_id: _builtins.str
+    deployment_id: _builtins.str
+    filled_quantity: _builtins.str
+    closed: _builtins.bool
+    not_executed_reason: _builtins.str
+    """Set when execution refused the order after risk approved it (nothing was sent to the
+    venue): the decision is recorded as not executed, with this reason.
+    """
+    decision_id: _builtins.str
+    """The decision the order was placed under; empty when execution acted without one (a
+    flatten while risk was unreachable). A settlement naming another decision than the one
+    risk holds for the order (it was re-decided meanwhile) leaves the reservation alone.
+    """
+    @_builtins.property
+    def position(self) -> Global___PositionSnapshot:
+        """The deployment's position in the order's instrument after these fills."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        deployment_id: _builtins.str = ...,
+        filled_quantity: _builtins.str = ...,
+        closed: _builtins.bool = ...,
+        position: Global___PositionSnapshot | None = ...,
+        not_executed_reason: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "closed", b"closed", "decision_id", b"decision_id", "deployment_id", b"deployment_id", "filled_quantity", b"filled_quantity", "not_executed_reason", b"not_executed_reason", "order_id", b"order_id", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleOrderRequest: _TypeAlias = SettleOrderRequest  # noqa: Y015
+
+@_typing.final
+class SettleOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWN_FIELD_NUMBER: _builtins.int
+    known: _builtins.bool
+    """False when risk holds no decision for the order (nothing to settle; the position still
+    counts).
+    """
+    def __init__(
+        self,
+        *,
+        known: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known", b"known"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleOrderResponse: _TypeAlias = SettleOrderResponse  # noqa: Y015
 
 @_typing.final
 class RiskDecision(_message.Message):

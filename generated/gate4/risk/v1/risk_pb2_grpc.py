@@ -69,6 +69,11 @@ class RiskServiceStub:
                 request_serializer=gate4_dot_risk_dot_v1_dot_risk__pb2.ReportEquityRequest.SerializeToString,
                 response_deserializer=gate4_dot_risk_dot_v1_dot_risk__pb2.ReportEquityResponse.FromString,
                 _registered_method=True)
+        self.SettleOrder = channel.unary_unary(
+                '/gate4.risk.v1.RiskService/SettleOrder',
+                request_serializer=gate4_dot_risk_dot_v1_dot_risk__pb2.SettleOrderRequest.SerializeToString,
+                response_deserializer=gate4_dot_risk_dot_v1_dot_risk__pb2.SettleOrderResponse.FromString,
+                _registered_method=True)
         self.GetKillSwitch = channel.unary_unary(
                 '/gate4.risk.v1.RiskService/GetKillSwitch',
                 request_serializer=gate4_dot_risk_dot_v1_dot_risk__pb2.KillSwitchRef.SerializeToString,
@@ -138,6 +143,14 @@ class RiskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleOrder(self, request, context):
+        """What became of an approved order (fills, closed, or never executed): converts or
+        releases its exposure reservation. Idempotent; execution sends it after each change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetKillSwitch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -199,6 +212,11 @@ def add_RiskServiceServicer_to_server(servicer, server):
                     servicer.ReportEquity,
                     request_deserializer=gate4_dot_risk_dot_v1_dot_risk__pb2.ReportEquityRequest.FromString,
                     response_serializer=gate4_dot_risk_dot_v1_dot_risk__pb2.ReportEquityResponse.SerializeToString,
+            ),
+            'SettleOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleOrder,
+                    request_deserializer=gate4_dot_risk_dot_v1_dot_risk__pb2.SettleOrderRequest.FromString,
+                    response_serializer=gate4_dot_risk_dot_v1_dot_risk__pb2.SettleOrderResponse.SerializeToString,
             ),
             'GetKillSwitch': grpc.unary_unary_rpc_method_handler(
                     servicer.GetKillSwitch,
@@ -410,6 +428,33 @@ class RiskService:
             '/gate4.risk.v1.RiskService/ReportEquity',
             gate4_dot_risk_dot_v1_dot_risk__pb2.ReportEquityRequest.SerializeToString,
             gate4_dot_risk_dot_v1_dot_risk__pb2.ReportEquityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate4.risk.v1.RiskService/SettleOrder',
+            gate4_dot_risk_dot_v1_dot_risk__pb2.SettleOrderRequest.SerializeToString,
+            gate4_dot_risk_dot_v1_dot_risk__pb2.SettleOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

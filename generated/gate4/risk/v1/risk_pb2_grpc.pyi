@@ -40,6 +40,10 @@ class RiskServiceStub:
     CheckDeployment: _grpc.UnaryUnaryMultiCallable[_risk_pb2.CheckDeploymentRequest, _risk_pb2.RiskDecision]
     ReportEquity: _grpc.UnaryUnaryMultiCallable[_risk_pb2.ReportEquityRequest, _risk_pb2.ReportEquityResponse]
     """Equity after each mark or fill; drives drawdown tracking and the kill switch."""
+    SettleOrder: _grpc.UnaryUnaryMultiCallable[_risk_pb2.SettleOrderRequest, _risk_pb2.SettleOrderResponse]
+    """What became of an approved order (fills, closed, or never executed): converts or
+    releases its exposure reservation. Idempotent; execution sends it after each change.
+    """
     GetKillSwitch: _grpc.UnaryUnaryMultiCallable[_risk_pb2.KillSwitchRef, _risk_pb2.KillSwitch]
     ListKillSwitches: _grpc.UnaryUnaryMultiCallable[_risk_pb2.ListKillSwitchesRequest, _risk_pb2.ListKillSwitchesResponse]
     EngageKillSwitch: _grpc.UnaryUnaryMultiCallable[_risk_pb2.EngageKillSwitchRequest, _risk_pb2.KillSwitch]
@@ -57,6 +61,10 @@ class RiskServiceAsyncStub(RiskServiceStub):
     CheckDeployment: _aio.UnaryUnaryMultiCallable[_risk_pb2.CheckDeploymentRequest, _risk_pb2.RiskDecision]  # type: ignore[assignment]
     ReportEquity: _aio.UnaryUnaryMultiCallable[_risk_pb2.ReportEquityRequest, _risk_pb2.ReportEquityResponse]  # type: ignore[assignment]
     """Equity after each mark or fill; drives drawdown tracking and the kill switch."""
+    SettleOrder: _aio.UnaryUnaryMultiCallable[_risk_pb2.SettleOrderRequest, _risk_pb2.SettleOrderResponse]  # type: ignore[assignment]
+    """What became of an approved order (fills, closed, or never executed): converts or
+    releases its exposure reservation. Idempotent; execution sends it after each change.
+    """
     GetKillSwitch: _aio.UnaryUnaryMultiCallable[_risk_pb2.KillSwitchRef, _risk_pb2.KillSwitch]  # type: ignore[assignment]
     ListKillSwitches: _aio.UnaryUnaryMultiCallable[_risk_pb2.ListKillSwitchesRequest, _risk_pb2.ListKillSwitchesResponse]  # type: ignore[assignment]
     EngageKillSwitch: _aio.UnaryUnaryMultiCallable[_risk_pb2.EngageKillSwitchRequest, _risk_pb2.KillSwitch]  # type: ignore[assignment]
@@ -113,6 +121,16 @@ class RiskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_risk_pb2.ReportEquityResponse, _abc.Awaitable[_risk_pb2.ReportEquityResponse]]:
         """Equity after each mark or fill; drives drawdown tracking and the kill switch."""
+
+    @_abc_1.abstractmethod
+    def SettleOrder(
+        self,
+        request: _risk_pb2.SettleOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_risk_pb2.SettleOrderResponse, _abc.Awaitable[_risk_pb2.SettleOrderResponse]]:
+        """What became of an approved order (fills, closed, or never executed): converts or
+        releases its exposure reservation. Idempotent; execution sends it after each change.
+        """
 
     @_abc_1.abstractmethod
     def GetKillSwitch(

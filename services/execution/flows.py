@@ -1,0 +1,52 @@
+"""The execution service's command flows, wired once over one unit of work.
+
+Each flow is a module of its own: deployments (lifecycle.py), orders (placement.py),
+reducing a deployment (reduce.py), marks and equity (marks.py) and kill-switch
+enforcement (enforcement.py). Reconciliation (reconcile.py) and the RPC layer
+(servicer.py) reach them through this root.
+"""
+
+from __future__ import annotations
+
+from services.execution import idempotency
+from services.execution.config import ExecutionSettings
+from services.execution.enforcement import KillSwitchEnforcement
+from services.execution.faults import CrashHooks
+from services.execution.lifecycle import DeploymentFlow
+from services.execution.marks import Equity, Marks
+from services.execution.orchestrator import Orchestrator
+from services.execution.placement import OrderFlow
+from services.execution.reduce import Reducer
+from services.execution.riskgate import RiskControls
+from services.execution.unitofwork import UnitOfWork
+from services.execution.venue import VenueAdapter
+from services.runtime.outbox import Outbox
+from services.runtime.storage import Database
+from services.runtime.timeutil import utcnow
+
+
+class Flows:
+    def __init__(
+        self,
+        db: Database,
+        box: Outbox,
+        venue: VenueAdapter,
+        orchestrator: Orchestrator,
+        risk: RiskControls,
+        settings: ExecutionSettings,
+        hooks: CrashHooks,
+    ) -> None:
+        self.settings = settings
+        self.venue = venue
+        self.uow = UnitOfWork(db, box, risk)
+        self.equity = Equity(self.uow, risk)
+        self.marks = Marks(self.uow, venue, self.equity)
+        self.orders = OrderFlow(self.uow, venue, orchestrator, risk, self.equity, settings, hooks)
+        self.reducer = Reducer(self.orders)
+        self.deployments = DeploymentFlow(
+            self.uow, risk, self.reducer, self.equity, settings, hooks
+        )
+        self.kill_switches = KillSwitchEnforcement(self.uow, self.reducer)
+
+    async def purge_expired_keys(self) -> int:
+        return await self.uow.run(lambda w: idempotency.purge_expired(w.conn, utcnow()))

@@ -1,0 +1,430 @@
+"""Placing an order: the risk decision, the record, the venue, the settlement.
+
+One order's life, in two units of work around the venue call:
+
+1. Checks that need no lock (the deployment exists and takes orders, a reduce-only order
+   reduces, the audit backlog has room), then risk's decision. Risk counts every order it
+   approved and that has not settled yet, together with filled positions, so concurrent
+   orders cannot each pass a limit that only one of them fits (services/risk/exposure.py).
+2. Record: under the deployment's row lock, the checks again, the idempotency key still
+   ours (fencing out an attempt whose lease was taken over), the order `accepted` with
+   venue_state `pending` and its audit event. An approved order refused here is recorded
+   as `order.rejected` with the decision's id, and risk hears it was not executed.
+3. The venue, with the orchestrator's retries; never blind (reconcile.py).
+4. Settle: fills, position (versioned), status, audit events, the key's stored reply;
+   then risk hears of the fills and the deployment's equity.
+
+Risk-reducing flatten orders (stop, kill switch) are the one place a missing risk answer
+does not block: they are sized from the position ledger under the reduce-only guard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from gate4.execution.v1 import execution_pb2
+from gate4.risk.v1 import risk_pb2
+from services.execution import deployments, idempotency, orders, reconcile, settlements, store
+from services.execution.config import ExecutionSettings
+from services.execution.faults import CrashHooks
+from services.execution.idempotency import ROUTE_SUBMIT, Claim, Progress
+from services.execution.marks import Equity
+from services.execution.orchestrator import Orchestrator, Retry
+from services.execution.orders import Intent
+from services.execution.positions import ZERO, fmt, gross_exposure
+from services.execution.riskgate import RISK_UNAVAILABLE, RiskControls, refusal
+from services.execution.unitofwork import UnitOfWork, Work, tenant
+from services.execution.venue import ExecutionReport, VenueAdapter, VenueError, VenueOrder
+from services.runtime import correlation, errors
+from services.runtime.timeutil import to_timestamp, utcnow
+
+
+class OrderFlow:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        venue: VenueAdapter,
+        orchestrator: Orchestrator,
+        risk: RiskControls,
+        equity: Equity,
+        settings: ExecutionSettings,
+        hooks: CrashHooks,
+    ) -> None:
+        self.uow = uow
+        self.venue = venue
+        self.orchestrator = orchestrator
+        self.risk = risk
+        self.equity = equity
+        self.settings = settings
+        self.hooks = hooks
+
+    async def submit(
+        self, intent: Intent, order_id: str, claim: Claim | None, progress: Progress
+    ) -> execution_pb2.Order:
+        if claim is not None and claim.resumed:
+            tenant_id = tenant()
+            row = await self.uow.db.read(lambda c: store.order_row(c, tenant_id, order_id))
+            if row is not None:
+                # The attempt that held the key recorded the order, then died: never resend,
+                # reconcile with the venue by client order id.
+                progress.started = progress.settled = True
+                return await reconcile.settle_order(self.uow, self.venue, self.equity, row, claim)
+        return await self.place(intent, order_id, claim, progress)
+
+    async def place(
+        self,
+        intent: Intent,
+        order_id: str,
+        claim: Claim | None,
+        progress: Progress,
+        *,
+        flatten: str = "",
+    ) -> execution_pb2.Order:
+        """Risk check, record as pending, send with retries, settle: one order's whole life."""
+        tenant_id = tenant()
+        row, check = await self.uow.db.read(lambda c: _risk_intent(c, tenant_id, intent, order_id))
+        common: dict[str, Any] = {"deployment_id": intent.deployment_id, "order_id": order_id}
+        data: dict[str, Any] = {
+            "instrument": intent.instrument,
+            "side": intent.side,
+            "type": intent.type,
+            "quantity": fmt(intent.quantity),
+            "reduceOnly": intent.reduce_only,
+            **({"flatten": flatten} if flatten else {}),
+        }
+        if row is None:
+            raise await self.uow.refuse(
+                claim,
+                progress,
+                errors.NotFound(f"deployment {intent.deployment_id!r} not found"),
+                "order.rejected",
+                outcome="NOT_FOUND",
+                data=data,
+                **common,
+            )
+        common["account_id"] = str(row["account_id"])
+        try:
+            if not flatten:
+                deployments.check_accepts_orders(intent.deployment_id, str(row["state"]))
+                await self.uow.check_capacity()
+            if intent.reduce_only:
+                await self.uow.db.read(
+                    lambda c: orders.check_reduce_only(c, tenant_id, intent.deployment_id, intent)
+                )
+        except (
+            errors.StateConflict,
+            errors.RiskLimitBreached,
+            errors.DependencyUnavailable,
+        ) as exc:
+            raise await self.uow.refuse(
+                claim,
+                progress,
+                exc,
+                "order.rejected",
+                outcome=exc.outcome or exc.error_code(),
+                reason=exc.detail,
+                data=data,
+                **common,
+            ) from None
+
+        decision: risk_pb2.RiskDecision | None
+        try:
+            decision = await self.risk.check_order(check)
+        except errors.RiskUnavailable as exc:
+            if not flatten:
+                raise await self.uow.refuse(
+                    claim,
+                    progress,
+                    exc,
+                    "order.rejected",
+                    outcome=RISK_UNAVAILABLE,
+                    reason=exc.detail,
+                    data=data,
+                    **common,
+                ) from None
+            decision = None  # a flatten proceeds under the local reduce-only guard
+        if decision is not None and not decision.approved:
+            raise await self.uow.refuse(
+                claim,
+                progress,
+                refusal(decision),
+                "order.rejected",
+                outcome=decision.outcome,
+                reason=decision.reason,
+                policy_version=decision.policy_version,
+                data={**data, "decisionId": decision.decision_id},
+                **common,
+            )
+        version = decision.policy_version if decision is not None else str(row["policy_version"])
+        outcome = decision.outcome if decision is not None else RISK_UNAVAILABLE
+        decision_id = decision.decision_id if decision is not None else ""
+        lease = self.settings.lease
+
+        def record(work: Work) -> None:
+            conn = work.conn
+            current = store.deployment_row(conn, tenant_id, intent.deployment_id, for_update=True)
+            assert current is not None
+            now = utcnow()
+            idempotency.hold(conn, tenant_id, claim, now + lease)
+            if not flatten:
+                deployments.check_accepts_orders(intent.deployment_id, str(current["state"]))
+            if intent.reduce_only:
+                # Again under the row lock: two reducers must not take the same quantity.
+                orders.check_reduce_only(conn, tenant_id, intent.deployment_id, intent)
+            orders.insert_pending(
+                conn,
+                order_id=order_id,
+                deployment=current,
+                intent=intent,
+                policy_version=version,
+                outcome=outcome,
+                decision_id=decision_id,
+                idempotency_key=claim.key if claim is not None else "",
+                request_id=correlation.current().request_id,
+                lease_until=now + lease,
+                now=now,
+            )
+            if decision is not None and current["policy_version"] != version:
+                conn.execute(
+                    sa.update(store.deployments)
+                    .where(store.deployments.c.deployment_id == intent.deployment_id)
+                    .values(policy_version=version)
+                )
+            work.event(
+                "order.accepted",
+                outcome=outcome,
+                reason=decision.reason if decision is not None else "risk unavailable",
+                policy_version=version,
+                data={**data, "decisionId": decision_id, "clientOrderId": intent.client_order_id},
+                **common,
+            )
+
+        try:
+            await self.uow.run(record, guard=not flatten)
+        except errors.IdempotencyInProgress:
+            # Fenced out: the attempt that took the key over decides this order id again,
+            # which voids this decision at risk. Nothing of this attempt was recorded.
+            progress.settled = True
+            raise
+        except (
+            errors.StateConflict,
+            errors.RiskLimitBreached,
+            errors.DependencyUnavailable,
+        ) as exc:
+            raise await self.uow.refuse(
+                claim,
+                progress,
+                exc,
+                "order.rejected",
+                outcome=exc.outcome or exc.error_code(),
+                reason=f"refused after risk approved it: {exc.detail}",
+                policy_version=version,
+                data={**data, "decisionId": decision_id, "notExecuted": True},
+                settlement=settlements.not_executed(
+                    order_id, str(row["account_id"]), intent.deployment_id, decision_id, exc.detail
+                )
+                if decision is not None
+                else None,
+                **common,
+            ) from None
+        progress.started = True
+        return await self._send(intent, order_id, claim, progress, row, version, common, data)
+
+    async def _send(
+        self,
+        intent: Intent,
+        order_id: str,
+        claim: Claim | None,
+        progress: Progress,
+        row: sa.RowMapping,
+        version: str,
+        common: dict[str, Any],
+        data: dict[str, Any],
+    ) -> execution_pb2.Order:
+        tenant_id = tenant()
+        venue_order = VenueOrder(
+            client_order_id=order_id,
+            tenant_id=tenant_id,
+            account_id=str(row["account_id"]),
+            instrument=intent.instrument,
+            side=intent.side,
+            type=intent.type,
+            quantity=intent.quantity,
+            limit_price=intent.limit_price,
+        )
+        lease = self.settings.lease
+
+        async def on_retry(retry: Retry) -> None:
+            def op(work: Work) -> None:
+                work.conn.execute(
+                    sa.update(store.orders)
+                    .where(store.orders.c.order_id == order_id)
+                    .values(venue_attempts=retry.attempt, lease_until=utcnow() + lease)
+                )
+                work.event(
+                    "order.retried",
+                    outcome="VENUE_RETRY",
+                    reason=retry.error,
+                    policy_version=version,
+                    data={**data, "attempt": retry.attempt, "delaySeconds": retry.delay_seconds},
+                    **common,
+                )
+
+            await self.uow.run(op)
+
+        submission = await self.orchestrator.submit(
+            venue_order, (tenant_id, intent.deployment_id), on_retry
+        )
+        self.hooks.crash_after_venue(ROUTE_SUBMIT)
+
+        def settle(work: Work) -> execution_pb2.Order:
+            now = utcnow()
+            extra: dict[str, object] = {
+                "reconciled": submission.reconciled,
+                "attempts": submission.attempts,
+            }
+            if submission.report is not None:
+                order = orders.apply_report(
+                    work,
+                    tenant_id,
+                    order_id,
+                    submission.report,
+                    now,
+                    attempts=submission.attempts,
+                    event_data=extra,
+                )
+                if submission.reconciled:
+                    reconcile.reconciled_event(
+                        work, order, reconcile.FOUND_AT_VENUE, "adopted the venue's answer"
+                    )
+                _degrade(work, tenant_id, intent.deployment_id, "")
+            else:
+                order = orders.reject(
+                    work,
+                    tenant_id,
+                    order_id,
+                    now,
+                    outcome=orders.VENUE_RETRY_BUDGET_EXHAUSTED,
+                    reason=submission.error,
+                    attempts=submission.attempts,
+                    event_data=extra,
+                )
+                _degrade(work, tenant_id, intent.deployment_id, submission.error)
+            idempotency.complete(
+                work.conn, tenant_id, claim, now, response=order.SerializeToString()
+            )
+            return order
+
+        order = await self.uow.run(settle)
+        progress.settled = True
+        self.hooks.crash_after_commit(ROUTE_SUBMIT)
+        if order.fills:
+            await self.equity.report([intent.deployment_id])
+        return order
+
+    async def get(self, order_id: str) -> execution_pb2.Order:
+        tenant_id = tenant()
+        found = await self.uow.db.read(lambda c: store.get_order(c, tenant_id, order_id))
+        if found is None:
+            raise errors.NotFound(f"order {order_id!r} not found")
+        return found
+
+    async def cancel(self, order_id: str, reason: str) -> execution_pb2.Order:
+        """Cancelling never adds exposure: it needs no risk decision and is audited here."""
+        tenant_id = tenant()
+        row = await self.uow.db.read(lambda c: store.order_row(c, tenant_id, order_id))
+        if row is None:
+            raise errors.NotFound(f"order {order_id!r} not found")
+        if row["status"] not in orders.OPEN_STATUSES:
+            raise errors.StateConflict(
+                f"order {order_id} is {row['status']}; it cannot be cancelled"
+            )
+        if row["venue_state"] == orders.PENDING:
+            raise errors.StateConflict(
+                f"order {order_id} is still being sent to the venue; retry the cancel shortly"
+            )
+        return await self.cancel_row(row, reason or "cancelled on request")
+
+    async def cancel_row(self, row: sa.RowMapping, reason: str) -> execution_pb2.Order:
+        tenant_id, order_id = str(row["tenant_id"]), str(row["order_id"])
+        try:
+            report = await self.venue.cancel(tenant_id, order_id)
+        except VenueError as exc:
+            raise errors.DependencyUnavailable(
+                f"the venue did not confirm the cancel of {order_id}: {exc}"
+            ) from None
+        if report is None:
+            # The venue never had it (it was never sent): cancelled on our side only.
+            report = ExecutionReport(order_id, "cancelled", reason="never reached the venue")
+        cancelled = report
+        return await self.uow.run(
+            lambda w: orders.apply_report(
+                w, tenant_id, order_id, cancelled, utcnow(), event_data={"reason": reason}
+            )
+        )
+
+
+def _risk_intent(
+    conn: sa.Connection, tenant_id: str, intent: Intent, order_id: str
+) -> tuple[sa.RowMapping | None, risk_pb2.OrderIntent]:
+    """The deployment and the OrderIntent risk decides on: the order, the deployment's
+    positions with their versions, and the context the contract names."""
+    row = store.deployment_row(conn, tenant_id, intent.deployment_id)
+    check = risk_pb2.OrderIntent(
+        order_id=order_id,
+        deployment_id=intent.deployment_id,
+        instrument=intent.instrument,
+        side=intent.side,
+        type=intent.type,
+        quantity=fmt(intent.quantity),
+        limit_price=fmt(intent.limit_price) if intent.limit_price is not None else "",
+        reduce_only=intent.reduce_only,
+    )
+    if row is None:
+        return None, check
+    account = str(row["account_id"])
+    held = store.deployment_positions(conn, intent.deployment_id)
+    prices = store.mark_prices(conn, tenant_id)
+    position = next((p.quantity for p in held if p.instrument == intent.instrument), ZERO)
+    check.account_id = account
+    check.position_quantity = fmt(position)
+    check.open_orders = len(orders.open_orders(conn, tenant_id, deployment_id=intent.deployment_id))
+    check.capital_allocation = str(row["capital_allocation"])
+    mark = store.mark_price(conn, tenant_id, intent.instrument)
+    if mark is not None:
+        check.mark_price = fmt(mark[0])
+        ts = to_timestamp(mark[1])
+        assert ts is not None
+        check.mark_time.CopyFrom(ts)
+    check.account_position_quantity = fmt(
+        store.account_position(conn, tenant_id, account, intent.instrument)
+    )
+    check.account_open_orders = len(orders.open_orders(conn, tenant_id, account_id=account))
+    check.deployment_gross_exposure = fmt(gross_exposure(held, prices))
+    check.positions.extend(
+        settlements.snapshots(conn, tenant_id, intent.deployment_id, [intent.instrument])
+    )
+    check.deployment_instruments.extend(deployments.instruments(str(row["instruments"])))
+    return row, check
+
+
+def _degrade(work: Work, tenant_id: str, deployment_id: str, reason: str) -> None:
+    """Marks the deployment degraded (reason) or clears it (no reason), audited on change."""
+    row = store.deployment_row(work.conn, tenant_id, deployment_id)
+    if row is None or bool(row["degraded"]) == bool(reason):
+        return
+    work.conn.execute(
+        sa.update(store.deployments)
+        .where(store.deployments.c.deployment_id == deployment_id)
+        .values(degraded=bool(reason), degraded_reason=reason, updated_at=utcnow())
+    )
+    work.event(
+        "deployment.degraded" if reason else "deployment.recovered",
+        outcome=orders.VENUE_RETRY_BUDGET_EXHAUSTED if reason else "RECOVERED",
+        reason=reason,
+        policy_version=str(row["policy_version"]),
+        account_id=str(row["account_id"]),
+        deployment_id=deployment_id,
+    )

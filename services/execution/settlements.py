@@ -1,0 +1,87 @@
+"""What risk is told about positions and approved orders, so its exposure ledger holds.
+
+Risk reserves exposure for every order it approves and counts filled positions from what
+execution reports. Two messages carry that:
+
+- the position snapshots in every OrderIntent: each of the deployment's positions with its
+  version (one more per change of quantity), so risk keeps the newest and never moves back;
+- a settlement after every change of an approved order (fills, closed, or refused here
+  after the approval), sent after the commit by the unit of work; and on request
+  (GetSettlements) for reservations risk held so long that it suspects a lost message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gate4.risk.v1 import risk_pb2
+from services.execution import store
+from services.execution.positions import Position, fmt
+
+
+def _price(position: Position, marks: Mapping[str, Decimal]) -> str:
+    mark = marks.get(position.instrument)
+    if mark is not None:
+        return fmt(mark)
+    return fmt(position.average_price) if position.quantity else ""
+
+
+def snapshots(
+    conn: Connection, tenant_id: str, deployment_id: str, also: Iterable[str] = ()
+) -> list[risk_pb2.PositionSnapshot]:
+    """Every position of the deployment, plus the instruments in `also` even when flat."""
+    held = {p.instrument: p for p in store.deployment_positions(conn, deployment_id)}
+    for instrument in also:
+        held.setdefault(instrument, Position(instrument))
+    versions = store.position_versions(conn, deployment_id)
+    marks = store.mark_prices(conn, tenant_id)
+    return [
+        risk_pb2.PositionSnapshot(
+            deployment_id=deployment_id,
+            instrument=instrument,
+            quantity=fmt(position.quantity),
+            version=versions.get(instrument, 0),
+            price=_price(position, marks),
+        )
+        for instrument, position in sorted(held.items())
+    ]
+
+
+def for_order(conn: Connection, row: sa.RowMapping, *, closed: bool) -> risk_pb2.SettleOrderRequest:
+    """Where the order stands now, with its deployment's position in the instrument;
+    `closed`: it can fill no more."""
+    tenant_id, deployment_id = str(row["tenant_id"]), str(row["deployment_id"])
+    instrument = str(row["instrument"])
+    snapshot = next(
+        s
+        for s in snapshots(conn, tenant_id, deployment_id, [instrument])
+        if s.instrument == instrument
+    )
+    return risk_pb2.SettleOrderRequest(
+        order_id=str(row["order_id"]),
+        account_id=str(row["account_id"]),
+        deployment_id=deployment_id,
+        filled_quantity=str(row["filled_quantity"]) or "0",
+        closed=closed,
+        position=snapshot,
+        decision_id=str(row["decision_id"]),
+    )
+
+
+def not_executed(
+    order_id: str, account_id: str, deployment_id: str, decision_id: str, reason: str
+) -> risk_pb2.SettleOrderRequest:
+    """An approved order refused here before anything was sent: release all it reserved."""
+    return risk_pb2.SettleOrderRequest(
+        order_id=order_id,
+        account_id=account_id,
+        deployment_id=deployment_id,
+        filled_quantity="0",
+        closed=True,
+        not_executed_reason=reason,
+        decision_id=decision_id,
+    )

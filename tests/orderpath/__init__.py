@@ -1,0 +1,1 @@
+"""The order path under a desk's load: concurrent orders, replicas, crashes, kill switches."""
