@@ -20,6 +20,7 @@ does not block: they are sized from the position ledger under the reduce-only gu
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,6 +40,10 @@ from services.execution.unitofwork import UnitOfWork, Work, tenant
 from services.execution.venue import ExecutionReport, VenueAdapter, VenueError, VenueOrder
 from services.runtime import correlation, errors
 from services.runtime.timeutil import to_timestamp, utcnow
+
+# What this service itself refuses an order for: not running, a reduce-only order that does
+# not reduce, or no room to audit it.
+LOCAL_REFUSALS = (errors.StateConflict, errors.RiskLimitBreached, errors.DependencyUnavailable)
 
 
 class OrderFlow:
@@ -94,16 +99,19 @@ class OrderFlow:
             "reduceOnly": intent.reduce_only,
             **({"flatten": flatten} if flatten else {}),
         }
+
+        def refused(exc: errors.Gate4Error, **event: Any) -> Awaitable[errors.Gate4Error]:
+            """Records the refusal (order.rejected, outcome from the error) with the key."""
+            fields: dict[str, Any] = {
+                "outcome": exc.outcome or exc.error_code(),
+                "reason": exc.detail,
+            }
+            fields.update(event)
+            return self.uow.refuse(claim, progress, exc, "order.rejected", **fields, **common)
+
         if row is None:
-            raise await self.uow.refuse(
-                claim,
-                progress,
-                errors.NotFound(f"deployment {intent.deployment_id!r} not found"),
-                "order.rejected",
-                outcome="NOT_FOUND",
-                data=data,
-                **common,
-            )
+            missing = errors.NotFound(f"deployment {intent.deployment_id!r} not found")
+            raise await refused(missing, outcome="NOT_FOUND", reason="", data=data)
         common["account_id"] = str(row["account_id"])
         try:
             if not flatten:
@@ -113,49 +121,21 @@ class OrderFlow:
                 await self.uow.db.read(
                     lambda c: orders.check_reduce_only(c, tenant_id, intent.deployment_id, intent)
                 )
-        except (
-            errors.StateConflict,
-            errors.RiskLimitBreached,
-            errors.DependencyUnavailable,
-        ) as exc:
-            raise await self.uow.refuse(
-                claim,
-                progress,
-                exc,
-                "order.rejected",
-                outcome=exc.outcome or exc.error_code(),
-                reason=exc.detail,
-                data=data,
-                **common,
-            ) from None
+        except LOCAL_REFUSALS as exc:
+            raise await refused(exc, data=data) from None
 
         decision: risk_pb2.RiskDecision | None
         try:
             decision = await self.risk.check_order(check)
         except errors.RiskUnavailable as exc:
             if not flatten:
-                raise await self.uow.refuse(
-                    claim,
-                    progress,
-                    exc,
-                    "order.rejected",
-                    outcome=RISK_UNAVAILABLE,
-                    reason=exc.detail,
-                    data=data,
-                    **common,
-                ) from None
+                raise await refused(exc, data=data) from None
             decision = None  # a flatten proceeds under the local reduce-only guard
         if decision is not None and not decision.approved:
-            raise await self.uow.refuse(
-                claim,
-                progress,
+            raise await refused(
                 refusal(decision),
-                "order.rejected",
-                outcome=decision.outcome,
-                reason=decision.reason,
                 policy_version=decision.policy_version,
                 data={**data, "decisionId": decision.decision_id},
-                **common,
             )
         version = decision.policy_version if decision is not None else str(row["policy_version"])
         outcome = decision.outcome if decision is not None else RISK_UNAVAILABLE
@@ -208,17 +188,9 @@ class OrderFlow:
             # which voids this decision at risk. Nothing of this attempt was recorded.
             progress.settled = True
             raise
-        except (
-            errors.StateConflict,
-            errors.RiskLimitBreached,
-            errors.DependencyUnavailable,
-        ) as exc:
-            raise await self.uow.refuse(
-                claim,
-                progress,
+        except LOCAL_REFUSALS as exc:
+            raise await refused(
                 exc,
-                "order.rejected",
-                outcome=exc.outcome or exc.error_code(),
                 reason=f"refused after risk approved it: {exc.detail}",
                 policy_version=version,
                 data={**data, "decisionId": decision_id, "notExecuted": True},
@@ -227,7 +199,6 @@ class OrderFlow:
                 )
                 if decision is not None
                 else None,
-                **common,
             ) from None
         progress.started = True
         return await self._send(intent, order_id, claim, progress, row, version, common, data)
