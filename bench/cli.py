@@ -1,4 +1,4 @@
-"""Command line: `python -m bench [gateway] [storage] [--requests N] [--concurrency C] ...`."""
+"""Command line: `python -m bench [platform] [storage] [--seconds S] ...`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import gateway, storage
+from bench import platform, storage
 from bench.report import Report
 
-BENCHMARKS = ("gateway", "storage")
+BENCHMARKS = ("platform", "storage")
+RESULTS_DIR = Path("var") / "bench"
 
 
 def _positive_int(text: str) -> int:
@@ -29,11 +31,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("cannot be negative")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description=(
-            "Gate4 benchmarks: figures and ratios against a baseline measured in the same run. "
+            "Gate4 benchmarks: figures and ratios against ceilings measured in the same run. "
             "Nothing passes or fails on time."
         ),
     )
@@ -44,38 +53,59 @@ def parser() -> argparse.ArgumentParser:
         help=f"which to run: {', '.join(BENCHMARKS)} (default: all)",
     )
     p.add_argument(
+        "--seconds",
+        type=_positive_float,
+        default=platform.PlatformOptions.seconds,
+        help="measured seconds per platform scenario and ceiling (default %(default)g)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=_seconds,
+        default=platform.PlatformOptions.warmup,
+        help="warm-up seconds before each, not counted (default %(default)g)",
+    )
+    p.add_argument(
+        "--connections",
+        type=_positive_int,
+        default=platform.PlatformOptions.connections,
+        help="wrk connections (default %(default)s)",
+    )
+    p.add_argument(
+        "--sessions",
+        type=_positive_int,
+        default=platform.PlatformOptions.sessions,
+        help="conversation sessions the turn scenarios spread over (default %(default)s)",
+    )
+    p.add_argument(
         "--requests",
         type=_positive_int,
-        help=(
-            f"requests per gateway scenario (default {gateway.GatewayOptions.requests}) and "
-            f"writes per storage scenario (default {storage.StorageOptions.requests})"
-        ),
+        help=f"writes per storage scenario (default {storage.StorageOptions.requests})",
     )
     p.add_argument(
         "--concurrency",
         type=_positive_int,
-        help=(
-            f"concurrent requests/tasks (default: gateway {gateway.GatewayOptions.concurrency}, "
-            f"storage {storage.StorageOptions.concurrency})"
-        ),
+        help=f"storage: concurrent tasks (default {storage.StorageOptions.concurrency})",
     )
     p.add_argument(
         "--duration",
         type=_positive_float,
         help=(
-            "upper bound in seconds on each scenario's measured loop (default: gateway "
-            f"{gateway.GatewayOptions.duration:g}, storage {storage.StorageOptions.duration:g})"
+            "storage: upper bound in seconds on each scenario's measured loop "
+            f"(default {storage.StorageOptions.duration:g})"
         ),
     )
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
+    p.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help=f"where to write the figures as JSON (default {RESULTS_DIR}/bench-<time>.json)",
+    )
     p.add_argument(
         "--no-untraced",
         action="store_true",
-        help="skip the second gateway run with OTEL_TRACES_SAMPLER=always_off",
+        help="skip the orders run with OTEL_TRACES_SAMPLER=always_off",
     )
-    p.add_argument(
-        "--no-postgres", action="store_true", help="skip the PostgreSQL storage scenarios"
-    )
+    p.add_argument("--no-postgres", action="store_true", help="skip every PostgreSQL scenario")
     p.add_argument(
         "--postgres-url",
         default=storage.DEFAULT_POSTGRES_URL,
@@ -95,11 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser().error(f"unknown benchmark {', '.join(unknown)}; choose from {BENCHMARKS}")
 
-    gateway_options = gateway.GatewayOptions(
-        requests=args.requests or gateway.GatewayOptions.requests,
-        concurrency=args.concurrency or gateway.GatewayOptions.concurrency,
-        duration=args.duration or gateway.GatewayOptions.duration,
-        untraced_run=not args.no_untraced,
+    platform_options = platform.PlatformOptions(
+        seconds=args.seconds,
+        warmup=args.warmup,
+        connections=args.connections,
+        sessions=args.sessions,
+        untraced=not args.no_untraced,
+        postgres=not args.no_postgres,
+        postgres_url=args.postgres_url,
     )
     storage_options = storage.StorageOptions(
         requests=args.requests or storage.StorageOptions.requests,
@@ -111,11 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Report.new(
         {
             "benchmarks": ",".join(selected),
-            "gateway_requests": gateway_options.requests,
-            "gateway_concurrency": gateway_options.concurrency,
+            "platform_seconds": platform_options.seconds,
+            "platform_warmup_seconds": platform_options.warmup,
+            "platform_connections": platform_options.connections,
             "storage_writes": storage_options.requests,
             "storage_concurrency": storage_options.concurrency,
-            "gateway_duration_bound_s": gateway_options.duration,
             "storage_duration_bound_s": storage_options.duration,
         }
     )
@@ -124,17 +157,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compare ratios within this run, not absolute figures across machines"
     )
     began = time.monotonic()
-    if "gateway" in selected:
-        sections, comparisons = gateway.run(gateway_options, _progress)
+    if "platform" in selected:
+        sections, comparisons, goals = platform.run(platform_options, _progress)
         report.sections.extend(sections)
         report.comparisons.extend(comparisons)
+        report.goals.extend(goals)
     if "storage" in selected:
         report.sections.extend(storage.run(storage_options, _progress))
     _progress(f"done in {time.monotonic() - began:.0f}s")
 
     sys.stdout.write(report.render())
     sys.stdout.flush()
-    if args.json is not None:
-        report.write_json(args.json)
-        _progress(f"figures written to {args.json}")
+    target = args.json
+    if target is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = RESULTS_DIR / f"bench-{stamp}.json"
+    report.write_json(target)
+    _progress(f"figures written to {target}")
     return 0

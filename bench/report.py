@@ -140,6 +140,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
+    #: The goals the platform is held to, each with what the run measured (never asserted).
+    goals: list[str] = field(default_factory=list)
 
     @classmethod
     def new(cls, settings: dict[str, int | float | str | bool]) -> Report:
@@ -172,6 +174,10 @@ class Report:
         for comparison in self.comparisons:
             lines.append("")
             lines.extend(render_comparison(comparison))
+        if self.goals:
+            lines.append("")
+            lines.append("== goals (printed, never asserted)")
+            lines.extend(f"   {goal}" for goal in self.goals)
         return "\n".join(lines) + "\n"
 
 

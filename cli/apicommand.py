@@ -6,8 +6,10 @@ effect, and a `run(ctx)` that calls `gate4_client` and returns the document to p
 module then does the rest the same way for all of them:
 
 - configuration from GATE4_API_BASE, GATE4_TOKEN, GATE4_API_KEY, GATE4_TENANT_ID,
-  GATE4_USER_ID (flags --api-base, --tenant-id, --user-id win; secrets come only from the
-  environment, never from a flag, so they stay out of shell history, process lists and chat);
+  GATE4_USER_ID (flags --tenant-id, --user-id win; secrets come only from the environment or
+  a --credentials file, never from a flag, so they stay out of shell history, process lists
+  and chat); the credentials go only to the API base they were issued for (GATE4_API_BASE):
+  an `--api-base` naming another gateway is refused unless --credentials gives its own;
 - the OpenClaw lane (`--lane skill|cli`, GATE4_CLIENT_LANE; `skill` by default inside
   OpenClaw's exec tool, which sets OPENCLAW_SHELL): with a lane the command sends
   `X-Channel: openclaw` and `sessions create` records `metadata.clientLane`;
@@ -29,6 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cli.envfile import read_env_file
 from cli.errors import (
     EXIT_AUTH,
     EXIT_CONFLICT,
@@ -39,6 +42,7 @@ from cli.errors import (
     EXIT_RISK_REJECTED,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    GATEWAY_UNREACHABLE,
     CliError,
     UsageError,
 )
@@ -51,6 +55,7 @@ from gate4_client import (
     TransportError,
     new_idempotency_key,
     new_request_id,
+    same_api_base,
 )
 from gate4_client._core import (
     DEFAULT_API_BASE,
@@ -63,6 +68,8 @@ from gate4_client._core import (
 )
 
 ENV_CLIENT_LANE = "GATE4_CLIENT_LANE"
+#: What --credentials FILE supplies: the API base and the credentials issued for it.
+CREDENTIAL_VARIABLES = (ENV_API_BASE, ENV_TOKEN, ENV_API_KEY, ENV_TENANT_ID, ENV_USER_ID)
 #: Set by OpenClaw in every command its exec tool runs.
 ENV_OPENCLAW_SHELL = "OPENCLAW_SHELL"
 LANES = ("skill", "cli", "none")
@@ -70,6 +77,8 @@ OPENCLAW_CHANNEL = "openclaw"
 DEFAULT_CHANNEL = "cli"
 OUTPUTS = ("json", "table")
 
+#: The code of a command that never got an answer from the gateway.
+UNREACHABLE = GATEWAY_UNREACHABLE
 READ_MARK = "(read)"
 WRITE_MARK = "(side effect)"
 
@@ -96,11 +105,15 @@ def exit_code_for(status: int, code: str) -> int:
 
 
 class ApiCallFailed(CliError):
-    """The Platform API refused or failed the command; the exit code follows its status."""
+    """The Platform API refused or failed the command; the exit code follows its status.
+    The message starts with what failed: `<status> <CODE>`, or `GATEWAY_UNREACHABLE`."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, exit_code: int, code: str) -> None:
+        super().__init__(message, code=code)
         self.exit_code = exit_code
+
+    def line(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -143,7 +156,15 @@ def common_options() -> argparse.ArgumentParser:
     opts.add_argument(
         "--api-base",
         metavar="URL",
-        help=f"gateway URL (default: ${ENV_API_BASE} or {DEFAULT_API_BASE})",
+        help=f"gateway URL (default: ${ENV_API_BASE} or {DEFAULT_API_BASE}); credentials go "
+        "only to the API base they were issued for, so another one needs --credentials",
+    )
+    opts.add_argument(
+        "--credentials",
+        dest="credentials_file",
+        metavar="FILE",
+        help="credentials file (the `export NAME=value` lines `gate4 dev credentials` prints) "
+        f"whose {', '.join(CREDENTIAL_VARIABLES)} replace the environment's",
     )
     opts.add_argument("--tenant-id", metavar="ID", help=f"tenant (default: ${ENV_TENANT_ID})")
     opts.add_argument("--user-id", metavar="ID", help=f"user (default: ${ENV_USER_ID})")
@@ -247,11 +268,39 @@ def resolve_channel(args: argparse.Namespace, env: Mapping[str, str], lane: str 
     return args.channel or env.get(ENV_CHANNEL) or (OPENCLAW_CHANNEL if lane else DEFAULT_CHANNEL)
 
 
+def credentials_env(args: argparse.Namespace, env: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment, with the credential variables of --credentials FILE when given."""
+    path = getattr(args, "credentials_file", None)
+    if not path:
+        return env
+    if not Path(path).is_file():
+        raise UsageError(f"--credentials {path}: no such file")
+    try:
+        given = read_env_file(Path(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--credentials {path}: cannot read it ({exc})") from exc
+    if not given.get(ENV_API_BASE):
+        raise UsageError(
+            f"--credentials {path}: no {ENV_API_BASE} in it (a file of `export NAME=value` "
+            "lines); credentials are always given with the API base they were issued for"
+        )
+    return {**env, **{name: given.get(name, "") for name in CREDENTIAL_VARIABLES}}
+
+
 def build_context(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Context:
-    env = os.environ if env is None else env
-    api_base = (args.api_base or env.get(ENV_API_BASE) or DEFAULT_API_BASE).rstrip("/")
+    env = credentials_env(args, os.environ if env is None else env)
+    # The token and the key were issued for this API base and are sent nowhere else: a
+    # prompt-injected `--api-base http://elsewhere` must not carry them off.
+    issued_for = (env.get(ENV_API_BASE) or DEFAULT_API_BASE).rstrip("/")
+    api_base = (args.api_base or issued_for).rstrip("/")
     if not api_base.startswith(("http://", "https://")):
         raise UsageError(f"the API base must be an http:// or https:// URL, not {api_base!r}")
+    if not same_api_base(api_base, issued_for):
+        raise UsageError(
+            f"refusing to send the credentials issued for {issued_for} ({ENV_API_BASE}) to "
+            f"--api-base {api_base}: credentials go only to the API base they were issued for; "
+            "for another gateway give its own credentials with --credentials FILE"
+        )
     tenant_id = args.tenant_id or env.get(ENV_TENANT_ID, "")
     user_id = args.user_id or env.get(ENV_USER_ID, "")
     values = {
@@ -276,6 +325,7 @@ def build_context(args: argparse.Namespace, env: Mapping[str, str] | None = None
             api_key=values[ENV_API_KEY],
             tenant_id=tenant_id,
             user_id=user_id,
+            api_base=issued_for,
         ),
         channel=resolve_channel(args, env, lane),
         timeout=args.timeout,
@@ -302,19 +352,19 @@ def execute(run: Run, columns: tuple[str, ...], args: argparse.Namespace) -> int
     except ApiError as exc:
         out(sys.stdout, render(exc.problem, args.output))
         raise ApiCallFailed(
-            _redact(_error_line(exc, ctx), secrets), exit_code_for(exc.status, exc.code)
+            _redact(_error_line(exc, ctx), secrets), exit_code_for(exc.status, exc.code), exc.code
         ) from exc
     except TransportError as exc:
         problem = {
             "type": "urn:gate4:client:unreachable",
             "title": "Platform API unreachable",
             "detail": exc.message,
-            "code": "GATEWAY_UNREACHABLE",
+            "code": UNREACHABLE,
             "requestId": exc.request_id,
         }
         out(sys.stdout, render(problem, args.output))
-        message = f"{exc.message} (requestId {exc.request_id}{_key_hint(ctx)})"
-        raise ApiCallFailed(_redact(message, secrets), EXIT_UNAVAILABLE) from exc
+        message = f"{UNREACHABLE}: {exc.message} (requestId {exc.request_id}{_key_hint(ctx)})"
+        raise ApiCallFailed(_redact(message, secrets), EXIT_UNAVAILABLE, UNREACHABLE) from exc
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from exc
     out(sys.stdout, render(document, args.output, columns))

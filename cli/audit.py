@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import partial
 
 from cli.apicommand import Context, add_command
-from cli.errors import EXIT_FAILURE, EXIT_OK
+from cli.errors import AUDIT_CHAIN_BROKEN, EXIT_FAILURE, EXIT_OK
 from gate4_client.models import AuditEventPage, AuditFilters, ChainVerification
 
 Handler = Callable[[argparse.Namespace], int]
@@ -93,7 +93,8 @@ def report_chain(execute: Handler, args: argparse.Namespace) -> int:
     if code != EXIT_OK or result is None or result.get("valid", False):
         return code
     print(
-        f"gate4: audit chain of tenant {result.get('tenantId')} is broken: first bad link at "
+        f"gate4: error: {AUDIT_CHAIN_BROKEN}: the audit chain of tenant {result.get('tenantId')} "
+        "is broken: first bad link at "
         f"sequence {result.get('firstBadSequence')}: {result.get('problem')} "
         f"({result.get('checkedEvents')} events intact before it)",
         file=sys.stderr,

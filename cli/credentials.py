@@ -2,7 +2,8 @@
 
 `gate4 dev credentials` prints them; `gate4 dev up` writes the demo tenant's to
 var/dev-credentials.env. Both go through `issue_credentials`, so what `make run` seeds is
-exactly what the command mints.
+exactly what the command mints. `dev up` passes the key of the file it wrote last time, which
+is reused while it is still valid: restarts mint a fresh token, not another API key.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import shlex
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,8 +103,10 @@ def issue_credentials(
     roles: str | Iterable[str],
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     label: str | None = None,
+    reuse_api_key: str | None = None,
 ) -> DevCredentials:
-    """Validates, mints the token and stores a new API key for the tenant."""
+    """Validates, mints the token and stores a new API key for the tenant, unless
+    `reuse_api_key` is a valid key of that tenant."""
     require_dev(settings, "dev credentials")
     check_id("tenant id", tenant_id)
     check_id("user id", user_id)
@@ -114,14 +118,17 @@ def issue_credentials(
         raise UsageError(f"--label must be 1-{LABEL_MAX} characters")
 
     expires_at = int(time.time()) + ttl_seconds
-    token = mint_token(
-        settings,
-        tenant_id=tenant_id,
-        user_id=user_id,
-        roles=list(role_list),
-        ttl_seconds=ttl_seconds,
-    )
-    api_key = _create_api_key(settings, tenant_id, label)
+    try:
+        token = mint_token(
+            settings,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            roles=list(role_list),
+            ttl_seconds=ttl_seconds,
+        )
+    except (OSError, ValueError) as exc:  # no key file (SigningKeyMissing), unreadable, not PEM
+        raise UsageError(f"cannot sign the token: {exc}") from exc
+    api_key = _api_key(settings, tenant_id, label, reuse_api_key)
     return DevCredentials(
         api_base=api_base,
         tenant_id=tenant_id,
@@ -133,7 +140,20 @@ def issue_credentials(
     )
 
 
-def _create_api_key(settings: Settings, tenant_id: str, label: str) -> str:
+def _api_key(settings: Settings, tenant_id: str, label: str, reuse: str | None) -> str:
+    with gateway_keys(settings) as store:
+        if reuse:
+            record = store.active_sync(reuse)
+            if record is not None and record.tenant_id == tenant_id:
+                return reuse
+        return store.create_sync(tenant_id, label)
+
+
+@contextmanager
+def gateway_keys(settings: Settings) -> Iterator[ApiKeyStore]:
+    """The API keys in the gateway's database (GATE4_GATEWAY_DATABASE_URL, else
+    GATE4_DATABASE_URL, else var/gateway.db); database errors become CLI errors that name the
+    database without its password."""
     url = settings.database_url_for("gateway")
     try:
         db = open_database(settings)
@@ -142,7 +162,7 @@ def _create_api_key(settings: Settings, tenant_id: str, label: str) -> str:
             f"cannot open the gateway database {_safe_url(url)}: {_reason(exc)}"
         ) from exc
     try:
-        return ApiKeyStore(db, settings.api_key_cache_seconds).create_sync(tenant_id, label)
+        yield ApiKeyStore(db, settings.api_key_cache_seconds)
     except SQLAlchemyError as exc:
         raise CliError(f"cannot store the API key in {_safe_url(url)}: {_reason(exc)}") from exc
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cli.apicommand import Context, add_command, add_idempotency_key
 from gate4_client.models import Deployment
@@ -76,7 +77,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         "stop",
         help="stop a deployment (cancels open orders; --flatten closes positions)",
         description="Stop a deployment: POST /v1/deployments/{id}/actions/stop. Allowed while "
-        "a kill switch holds it.",
+        "a kill switch holds it, and while risk or audit is down. A stop that cannot finish "
+        "within the request (flattening while risk hangs, say) is accepted: the answer is the "
+        "deployment in state `stopping` (HTTP 202); follow it with `gate4 deployments get`, "
+        "or run the same command with the same --idempotency-key for the final outcome.",
         run=stop_deployment,
         operations=("stopDeployment",),
         side_effect=True,
@@ -104,10 +108,20 @@ def create_deployment(ctx: Context) -> Deployment:
 
 def stop_deployment(ctx: Context) -> Deployment:
     args = ctx.args
-    return ctx.client.stop_deployment(
+    key = ctx.new_idempotency_key()
+    deployment = ctx.client.stop_deployment(
         args.deployment_id,
         flatten=args.flatten or None,
         reason=args.reason,
-        idempotency_key=ctx.new_idempotency_key(),
+        idempotency_key=key,
         request_id=ctx.request_id,
     )
+    if deployment.get("state") == "stopping":
+        # 202: accepted and still at work; it finishes on its own.
+        print(
+            f"gate4: stop accepted, {args.deployment_id} is still stopping: follow it with "
+            f"`gate4 deployments get {args.deployment_id}`, or rerun with --idempotency-key "
+            f"{key} for the final outcome",
+            file=sys.stderr,
+        )
+    return deployment

@@ -33,7 +33,8 @@ from cli.credentials import (
     write_env_file,
 )
 from cli.devstack import GATEWAY, ManagedProcess, Stack
-from cli.errors import EXIT_OK, CliError, UsageError
+from cli.envfile import read_env_file
+from cli.errors import EXIT_OK, PROCESS_FAILED, CliError, UsageError
 from cli.settings import http_base, load_settings, require_dev
 from services.runtime.auth import ROLES
 from services.runtime.config import SERVICES, Settings
@@ -70,7 +71,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         description=(
             "Start audit, risk, execution and conversation, then the gateway, on 127.0.0.1 at "
             "the ports of GATE4_*_ADDR and GATE4_GATEWAY_PORT (SQLite under the var dir unless "
-            "a GATE4_*DATABASE_URL is set). Once GET /readyz answers 200, seed the demo tenant and "
+            "a GATE4_*DATABASE_URL is set; with GATE4_TLS=tls or mtls, over TLS with a dev CA "
+            "created under GATE4_TLS_DIR, default var/tls). Once GET /readyz answers 200, seed the "
+            "demo tenant (its API key is reused while valid) and "
             f"write <var dir>/{CREDENTIALS_FILE}. Ctrl-C, SIGTERM or SIGHUP stops everything."
         ),
     )
@@ -149,6 +152,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 class ProcessFailed(CliError):
+    code = PROCESS_FAILED
+
     def __init__(self, proc: ManagedProcess, what: str) -> None:
         message = f"{proc.name} {what}; see {display(proc.log_path)}"
         tail = log_tail(proc.log_path)
@@ -278,6 +283,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 def start(stack: Stack, settings: Settings) -> DevCredentials:
     var_dir = settings.var_dir
     say(f"gate4 dev up: var dir {display(var_dir)}, {storage_summary(settings)}")
+    stack.prepare()
+    if settings.tls != "off":
+        tls_dir = display(settings.tls_path())
+        say(f"  internal gRPC over {settings.tls}, with the dev CA in {tls_dir}")
     services = [p for name, p in stack.processes.items() if name != GATEWAY]
     say(f"starting {', '.join(p.name for p in services)} (logs in {display(var_dir / 'logs')})")
     for proc in services:
@@ -354,7 +363,10 @@ def wait_readyz(stack: Stack) -> None:
 
 
 def seed_demo_tenant(settings: Settings, api_base: str) -> DevCredentials:
-    """The demo tenant `make run` promises: every role, 12 h, written to the credentials file."""
+    """The demo tenant `make run` promises: every role, 12 h, written to the credentials file.
+    The API key of the previous run's file is kept while valid; the token is always fresh."""
+    path = settings.var_dir / CREDENTIALS_FILE
+    previous_key = read_env_file(path).get("GATE4_API_KEY")
     creds = issue_credentials(
         settings,
         api_base=api_base,
@@ -363,13 +375,14 @@ def seed_demo_tenant(settings: Settings, api_base: str) -> DevCredentials:
         roles=DEMO_ROLES,
         ttl_seconds=DEFAULT_TTL_SECONDS,
         label="dev up demo",
+        reuse_api_key=previous_key,
     )
-    path = settings.var_dir / CREDENTIALS_FILE
     write_env_file(path, creds)
+    key = "API key reused" if creds.api_key == previous_key else "new API key"
     # Names and paths only: the token and key are in the file, never on the console.
     say(
         f"  {'demo tenant':<13} tenant {creds.tenant_id}, user {creds.user_id}, roles "
-        f"{','.join(creds.roles)}; token valid {DEFAULT_TTL_SECONDS // 3600} h; "
+        f"{','.join(creds.roles)}; token valid {DEFAULT_TTL_SECONDS // 3600} h; {key}; "
         f"credentials in {display(path)} (mode 0600)"
     )
     return creds

@@ -20,7 +20,9 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.runtime.config import SERVICES
+from cli.devca import ensure_dev_ca
+from services.runtime.config import SERVICES, Settings
+from services.runtime.identity import channel_credentials
 
 GATEWAY = "gateway"
 PROCESSES = (*SERVICES, GATEWAY)
@@ -45,6 +47,16 @@ def stack_env(
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra or {})
     return env
+
+
+def settings_from(env: Mapping[str, str]) -> Settings:
+    """The settings the processes read from `env` (a Stack's environment, not os.environ)."""
+    values = {
+        name: env[f"GATE4_{name.upper()}"]
+        for name in Settings.model_fields
+        if f"GATE4_{name.upper()}" in env
+    }
+    return Settings.model_validate(values)
 
 
 @dataclass
@@ -87,8 +99,15 @@ class ManagedProcess:
                 )
             except httpx.HTTPError:
                 return False
+        addr = f"127.0.0.1:{self.port}"
+        # Probed as the gateway would dial it: with TLS on, the handshake must work too.
+        credentials = channel_credentials(settings_from(self.env), GATEWAY)
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{self.port}") as ch:
+            with (
+                grpc.insecure_channel(addr)
+                if credentials is None
+                else grpc.secure_channel(addr, credentials)
+            ) as ch:
                 resp = health_pb2_grpc.HealthStub(ch).Check(
                     health_pb2.HealthCheckRequest(), timeout=1
                 )
@@ -157,7 +176,14 @@ class Stack:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports[GATEWAY]}"
 
+    def prepare(self) -> None:
+        """What the processes need before they start: the dev CA when TLS is on."""
+        settings = settings_from(self.env)
+        if settings.tls != "off":
+            ensure_dev_ca(settings.tls_path())
+
     def start(self, timeout: float = 60.0) -> None:
+        self.prepare()
         # Services first (the gateway's readiness depends on them), all started before waiting.
         services = [p for n, p in self.processes.items() if n != GATEWAY]
         for proc in services:

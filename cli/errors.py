@@ -1,8 +1,10 @@
 """Exit codes of `gate4` and the errors that carry them.
 
 A command raises a `CliError` (or a subclass) with a message meant for a person; `cli.main`
-prints it as `gate4: error: <message>` and exits with the error's code. `EXIT_CODES` is the
-one table of codes: `gate4 --help` prints it, and new groups add their codes here.
+prints it as `gate4: error: <CODE>: <message>` and exits with the error's exit code. The code
+(UPPER_SNAKE, like the API's) lets a script or an SRE grep for what failed; an API error's
+line starts with its HTTP status and code instead. `EXIT_CODES` is the one table of exit
+codes: `gate4 --help` prints it, and new groups add their codes here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,32 @@ EXIT_RISK_REJECTED = 6
 EXIT_KILL_SWITCH = 7
 EXIT_UNAVAILABLE = 8
 EXIT_INTERRUPTED = 130
+
+# Codes of `gate4`'s own error lines and evidence (an API error line carries the API's code).
+FAILED = "FAILED"
+USAGE = "USAGE"
+#: No answer from the gateway at all.
+GATEWAY_UNREACHABLE = "GATEWAY_UNREACHABLE"
+#: A read of the SRE tools not sent because GET /readyz shows the service behind it down.
+DEPENDENCY_DOWN = "DEPENDENCY_DOWN"
+TRACE_NOT_FOUND = "TRACE_NOT_FOUND"
+PROCESS_FAILED = "PROCESS_FAILED"
+SECRET_IN_BUNDLE = "SECRET_IN_BUNDLE"  # noqa: S105 - a code, not a secret
+AUDIT_CHAIN_BROKEN = "AUDIT_CHAIN_BROKEN"
+TRIAGE_UNDETERMINED = "TRIAGE_UNDETERMINED"
+CLI_CODES = frozenset(
+    {
+        FAILED,
+        USAGE,
+        GATEWAY_UNREACHABLE,
+        DEPENDENCY_DOWN,
+        TRACE_NOT_FOUND,
+        PROCESS_FAILED,
+        SECRET_IN_BUNDLE,
+        AUDIT_CHAIN_BROKEN,
+        TRIAGE_UNDETERMINED,
+    }
+)
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
@@ -41,16 +69,24 @@ class CliError(Exception):
     """A failure reported to the user as one line, without a traceback."""
 
     exit_code: int = EXIT_FAILURE
+    code: str = FAILED
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if code is not None:
+            self.code = code
+
+    def line(self) -> str:
+        """The error line's text after `gate4: error: `."""
+        return f"{self.code}: {self.message}"
 
 
 class UsageError(CliError):
     """Bad arguments or configuration: nothing was done."""
 
     exit_code = EXIT_USAGE
+    code = USAGE
 
 
 def exit_codes_epilog() -> str:

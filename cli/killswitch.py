@@ -47,13 +47,26 @@ def register(parser: argparse.ArgumentParser) -> None:
     engage = add_command(
         commands,
         "engage",
-        help="engage a kill switch by hand (risk-officer)",
+        help="engage a kill switch by hand (risk-officer): halt new risk in scope",
+        description=(
+            "Engage a kill switch by hand (risk-officer). It halts new risk in scope: new "
+            "orders and deployments are refused with 423 and open orders are cancelled; stop, "
+            "cancel and reduce-only orders still pass. Positions are left as they are unless "
+            "--flatten is given, which also closes them with reduce-only market orders. (A "
+            "drawdown trip flattens when the policy's killSwitch.flattenOnTrip says so.)"
+        ),
         run=engage_switch,
         operations=("engageKillSwitch",),
         side_effect=True,
     )
     add_scope(engage)
     engage.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    engage.add_argument(
+        "--flatten",
+        action="store_true",
+        help="also close every position in scope with reduce-only market orders (default: "
+        "positions are kept)",
+    )
 
     release = add_command(
         commands,
@@ -90,7 +103,7 @@ def scope_ref(ctx: Context) -> tuple[str, str]:
 def engage_switch(ctx: Context) -> KillSwitch:
     scope, scope_id = scope_ref(ctx)
     return ctx.client.engage_kill_switch(
-        scope, scope_id, reason=ctx.args.reason, request_id=ctx.request_id
+        scope, scope_id, reason=ctx.args.reason, flatten=ctx.args.flatten, request_id=ctx.request_id
     )
 
 

@@ -5,12 +5,18 @@ OTLP endpoint is configured, or from files an OpenTelemetry Collector wrote with
 exporter (OTLP JSON, `--spans PATH`, see deploy/otel/collector.yaml). A span belongs to the
 request when its `gate4.request_id` attribute says so; the tree holds every span of the
 traces those spans are in.
+
+The files are never loaded whole: they are memory-mapped and searched for the requestId,
+then for the ids of its traces, and only the lines that mention them are parsed, so a
+lookup stays quick and small with a hundred thousand spans on disk (rolled-over files
+included: services/runtime/telemetry.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,10 +24,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cli.errors import EXIT_NOT_FOUND, EXIT_OK, CliError, UsageError
-from services.runtime.config import Settings
+from cli.errors import EXIT_NOT_FOUND, EXIT_OK, TRACE_NOT_FOUND, CliError, UsageError
+from services.runtime.config import TRACES_DIR, Settings
 from services.runtime.correlation import valid_request_id
-from services.runtime.telemetry import TRACES_DIR
 
 NAME = "trace"
 HELP = "show the trace of a requestId across gateway and services (read only)"
@@ -29,6 +34,7 @@ HELP = "show the trace of a requestId across gateway and services (read only)"
 
 class TraceNotFound(CliError):
     exit_code = EXIT_NOT_FOUND
+    code = TRACE_NOT_FOUND
 
 
 @dataclass
@@ -115,7 +121,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     sources = args.spans or [(args.var_dir or Settings().var_dir) / TRACES_DIR]
     deadline = time.monotonic() + max(args.wait, 0.0)
     while True:
-        roots = build_tree(args.request_id, read_spans(sources))
+        roots = build_tree(args.request_id, spans_for(args.request_id, sources))
         if roots or time.monotonic() >= deadline:
             break
         time.sleep(0.2)
@@ -150,23 +156,54 @@ def _files(sources: Iterable[Path]) -> Iterator[Path]:
             yield source
 
 
-def read_spans(sources: Iterable[Path]) -> list[Span]:
-    spans: list[Span] = []
-    for path in _files(sources):
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line still being written
-                if "resourceSpans" in record:
-                    spans.extend(_from_otlp(record))
-                elif "context" in record:
-                    spans.append(_from_sdk(record))
-    return spans
+def spans_for(request_id: str, sources: Iterable[Path]) -> list[Span]:
+    """Every span of the traces in which a span carries the requestId."""
+    files = list(_files(sources))
+    carriers = [
+        span
+        for span in _mentioning(files, [request_id])
+        if span.attributes.get("gate4.request_id") == request_id
+    ]
+    traces = sorted({span.trace_id for span in carriers})
+    if not traces:
+        return []
+    return [span for span in _mentioning(files, traces) if span.trace_id in traces]
+
+
+def _mentioning(files: list[Path], needles: list[str]) -> Iterator[Span]:
+    """The spans of every line that contains one of the needles; the other lines are only
+    searched (in the mapped file), never decoded."""
+    wanted = [needle.encode() for needle in needles]
+    for path in files:
+        for line in _lines_with(path, wanted):
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # a line still being written
+            if "resourceSpans" in record:
+                yield from _from_otlp(record)
+            elif "context" in record:
+                yield _from_sdk(record)
+
+
+def _lines_with(path: Path, needles: list[bytes]) -> list[bytes]:
+    try:
+        with path.open("rb") as handle:
+            if handle.seek(0, 2) == 0:
+                return []
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                starts: dict[int, bytes] = {}
+                for needle in needles:
+                    at = mapped.find(needle)
+                    while at != -1:
+                        start = mapped.rfind(b"\n", 0, at) + 1
+                        end = mapped.find(b"\n", at)
+                        end = len(mapped) if end == -1 else end
+                        starts.setdefault(start, mapped[start:end])
+                        at = mapped.find(needle, end)
+                return [starts[start] for start in sorted(starts)]
+    except (FileNotFoundError, ValueError):  # pruned meanwhile, or emptied while mapping
+        return []
 
 
 def _time(value: str | None) -> float:

@@ -20,7 +20,7 @@ import sys
 from datetime import timedelta
 
 from cli.apicommand import read_json_file
-from cli.errors import EXIT_OK, EXIT_UNAVAILABLE, UsageError
+from cli.errors import EXIT_OK, EXIT_UNAVAILABLE, TRIAGE_UNDETERMINED, UsageError
 from cli.incident.platform import (
     add_api_options,
     add_trace_options,
@@ -154,7 +154,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
         print(redactor.text(render(result, api.tenant_id, rfc3339(options.now))))
     if result.leaf is None:
         print(
-            "gate4: triage undetermined: the platform did not answer a decision "
+            f"gate4: error: {TRIAGE_UNDETERMINED}: the platform did not answer a decision "
             "(see the evidence); fail closed",
             file=sys.stderr,
         )

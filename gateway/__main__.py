@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
 from gateway.app import create_app
 from services.runtime.config import get_settings
+from services.runtime.production import UnsafeConfiguration
 
 
 def main() -> None:
     settings = get_settings()
+    try:
+        app = create_app(settings)
+    except UnsafeConfiguration as exc:
+        sys.exit(f"gate4: {exc}")
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_config=None,

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp
 
 from gate4.audit.v1 import audit_pb2_grpc
@@ -41,9 +41,15 @@ from services.runtime.config import SERVICES, Settings, get_settings
 from services.runtime.telemetry import setup_telemetry
 
 MAX_BODY_BYTES = 1 << 20
+#: Who the gateway is when it calls services (services/runtime/callers.py).
+GATEWAY_IDENTITY = "gateway"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 REPLAYED_METADATA = "x-idempotent-replayed"
+#: A command accepted and still running (a stop past its deadline): answered 202.
+ACCEPTED_METADATA = "x-gate4-accepted"
+#: Seconds a client waits before reading an accepted command's resource again.
+ACCEPTED_RETRY_AFTER = 1
 CHANNEL_HEADER = "X-Channel"
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9._:-]{8,255}$")
 
@@ -63,7 +69,7 @@ class Upstreams:
 
     @classmethod
     def connect(cls, settings: Settings) -> Upstreams:
-        channels = {name: channel(settings, name) for name in SERVICES}
+        channels = {name: channel(settings, name, identity=GATEWAY_IDENTITY) for name in SERVICES}
         return cls(
             channels=channels,
             stubs={name: _STUBS[name](ch) for name, ch in channels.items()},
@@ -143,7 +149,14 @@ class Gateway:
                 return problem_response(error, headers={REPLAYED_HEADER: "true"})
             raise error from None
         headers = {REPLAYED_HEADER: "true"} if _replayed(initial) else {}
-        return _json(codec.to_json(reply), op.status, headers)
+        status = op.status
+        if _has(initial, ACCEPTED_METADATA):
+            # Begun and still running: where to follow it, and when to look.
+            status = 202
+            headers["Retry-After"] = str(ACCEPTED_RETRY_AFTER)
+            if op.poll:
+                headers["Location"] = op.poll.format(**request.path_params)
+        return _json(codec.to_json(reply), status, headers)
 
     async def _body(self, op: Operation, request: Request) -> dict[str, Any]:
         contract = self.contract.operations[op.operation_id]
@@ -222,7 +235,11 @@ def _json(data: Any, status: int, headers: dict[str, str] | None = None) -> Resp
 
 
 def _replayed(metadata: Any) -> bool:
-    return any(k == REPLAYED_METADATA and v == "true" for k, v in metadata or ())
+    return _has(metadata, REPLAYED_METADATA)
+
+
+def _has(metadata: Any, key: str) -> bool:
+    return any(k == key and v == "true" for k, v in metadata or ())
 
 
 def _channel(request: Request) -> str:
@@ -238,10 +255,10 @@ def _channel(request: Request) -> str:
 
 
 def _idempotency_key(op: Operation, request: Request) -> str:
-    key = request.headers.get(IDEMPOTENCY_HEADER, "")
+    key = request.headers.get(IDEMPOTENCY_HEADER)
     if op.idempotency == "none":
         return ""
-    if not key:
+    if key is None:  # absent; sent empty, it is malformed (below)
         if op.idempotency == "required":
             raise errors.IdempotencyKeyRequired(
                 f"this operation needs an {IDEMPOTENCY_HEADER} header: a unique key per intended "
@@ -267,25 +284,48 @@ def _upstream_error(service: str, exc: grpc.aio.AioRpcError) -> errors.Gate4Erro
                 f"the {service} service is unavailable; nothing was executed"
             )
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if service == "risk":
+                # Risk decides nothing it could not answer in time (a call that outlived its
+                # deadline is refused when it starts): fail closed, like risk being down.
+                return errors.RiskUnavailable(
+                    "the risk service did not answer within the request's deadline; "
+                    "risk controls are unavailable"
+                )
             return errors.DeadlineExceeded(f"the {service} service did not answer in time")
     return error
 
 
-async def _problem(_request: Request, exc: Exception) -> Response:
+async def _problem(request: Request, exc: Exception) -> Response:
+    headers: dict[str, str] = {}
     if isinstance(exc, errors.Gate4Error):
         error = exc
     elif isinstance(exc, HTTPException) and exc.status_code == 405:
         error = errors.MethodNotAllowed("this route does not accept that method")
+        headers["Allow"] = _allowed_methods(request)
     elif isinstance(exc, HTTPException) and exc.status_code == 404:
         error = errors.RouteNotFound("no such route; see /openapi.yaml for the Platform API")
     else:
         error = errors.ValidationFailed(str(getattr(exc, "detail", "bad request")))
     metrics.ERRORS.labels(error.error_code()).inc()
-    return problem_response(error)
+    return problem_response(error, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """RFC 9110 `Allow`: every method the path serves, not only those of the first route.
+
+    Each operation is its own route, so Starlette's own 405 names one route's methods.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def create_app(settings: Settings | None = None, contract: ApiContract | None = None) -> ASGIApp:
     settings = settings or get_settings()
+    settings.check_production_safety(GATEWAY_IDENTITY)
     setup_telemetry("gateway", settings)
     contract = contract or ApiContract()
     gateway = Gateway(settings, contract)

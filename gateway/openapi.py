@@ -199,6 +199,9 @@ def field_name(error: ValidationError) -> str:
         missing = [p for p in required if p not in error.instance]
         if missing:
             name = f"{name}.{missing[0]}" if name else missing[0]
+    forbidden = _forbidden_fields(error)
+    if forbidden:
+        name = f"{name}.{forbidden[0]}" if name else forbidden[0]
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         schema = error.schema if isinstance(error.schema, Mapping) else {}
         allowed = set(schema.get("properties", {}))
@@ -208,8 +211,20 @@ def field_name(error: ValidationError) -> str:
     return name
 
 
+def _forbidden_fields(error: ValidationError) -> list[str]:
+    """Fields a `not: {required: [...]}` rules out (a limit price on a market order, say)."""
+    if error.validator != "not" or not isinstance(error.validator_value, Mapping):
+        return []
+    return list(error.validator_value.get("required", []))
+
+
+def _message(error: ValidationError) -> str:
+    # jsonschema would quote the whole object and the rule; name what is wrong instead.
+    return "not allowed in this request" if _forbidden_fields(error) else error.message
+
+
 def _raise_if_invalid(errors: Iterable[ValidationError], detail: str) -> None:
-    problems = [FieldError(field_name(e) or "(body)", e.message) for e in _leaves(errors)]
+    problems = [FieldError(field_name(e) or "(body)", _message(e)) for e in _leaves(errors)]
     if problems:
         unique = list(dict.fromkeys(problems))
         raise ValidationFailed(

@@ -40,6 +40,8 @@ class Operation:
     build: Builder | None = None
     #: Query/path parameter names that differ from the request's JSON field names.
     rename: tuple[tuple[str, str], ...] = ()
+    #: Where to follow a command answered 202 (still running), from its path parameters.
+    poll: str = ""
 
 
 def _kill_switch_ref(data: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +107,7 @@ OPERATIONS: tuple[Operation, ...] = (
         TRADER,
         200,
         "optional",
+        poll="/v1/deployments/{deploymentId}",
     ),
     Operation(
         "submitOrder",

@@ -12,6 +12,8 @@ from services.runtime.errors import Gate4Error
 from services.runtime.telemetry import current_trace_id
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+#: `Retry-After` seconds on 503 (nothing was executed: retry, with the same key) and 429.
+RETRY_AFTER_SECONDS = {503: 2, 429: 1}
 
 
 def problem_type(code: str) -> str:
@@ -42,6 +44,9 @@ def problem_response(
     trace.get_current_span().set_attribute("gate4.error_code", error.error_code())
     body = problem_body(error, rid, current_trace_id())
     headers = {**(headers or {}), "X-Request-Id": rid}
+    retry_after = RETRY_AFTER_SECONDS.get(error.status_for_http())
+    if retry_after is not None:
+        headers.setdefault("Retry-After", str(retry_after))
     if error.status_for_http() == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="gate4"'
     return Response(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cli import settings
-from cli.errors import EXIT_OK, CliError, UsageError
+from cli.errors import EXIT_OK, SECRET_IN_BUNDLE, CliError, UsageError
 from cli.incident import contracts, handoff, report, repro
 from cli.incident.escalation import DEFAULT_MATRIX, load_matrix, select
 from cli.incident.evidence import Collected, collect, options_for
@@ -54,6 +54,8 @@ INCIDENTS_DIR = "incidents"
 
 class SecretInBundle(CliError):
     """The final scan found something that looks like a secret: nothing was written."""
+
+    code = SECRET_IN_BUNDLE
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,6 +99,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="triage",
         help="current status (default triage)",
     )
+    resolution = parser.add_argument_group(
+        "resolution (required with --status resolved: the runbook's incident summary carries "
+        "the root cause and the prevention action)"
+    )
+    for name, what in (
+        ("root-cause", "the root cause"),
+        ("prevention", "the prevention action"),
+    ):
+        given = resolution.add_mutually_exclusive_group()
+        given.add_argument(f"--{name}", metavar="TEXT", help=what)
+        given.add_argument(
+            f"--{name}-file", type=Path, metavar="FILE", help=f"{what}, read from a text file"
+        )
     parser.add_argument("--incident-id", metavar="ID", help="default: INC-<start>-<tenant>")
     parser.add_argument("--impact", metavar="TEXT", help="a sentence to open the impact summary")
     parser.add_argument(
@@ -175,8 +190,31 @@ def _given(args: argparse.Namespace) -> dict[str, list[str]]:
     return given
 
 
+def resolution(args: argparse.Namespace) -> tuple[str, str]:
+    """The root cause and prevention action given as text or files; both are required for a
+    resolved incident."""
+    found: list[str] = []
+    for name in ("root_cause", "prevention"):
+        text: str = getattr(args, name) or ""
+        path: Path | None = getattr(args, f"{name}_file")
+        if path is not None:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        found.append(text.strip())
+    root_cause, prevention = found
+    if args.status == "resolved" and not (root_cause and prevention):
+        raise UsageError(
+            "--status resolved needs --root-cause (or --root-cause-file) and --prevention (or "
+            "--prevention-file): a resolved incident's summary names both"
+        )
+    return root_cause, prevention
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     given = _given(args)
+    root_cause, prevention = resolution(args)
     lane = LANES[args.lane]
     if args.window <= 0:
         raise UsageError("--window must be a positive number of minutes")
@@ -201,6 +239,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         collected.contracts = contracts.run(lane, timeout=args.contract_timeout)
 
     built = build_report(collected, args, rows)
+    built.root_cause, built.prevention = root_cause, prevention
     incident_id = built.incident_id
     var_dir = args.var_dir or settings.load_settings().var_dir
     out_dir = args.output_dir or var_dir / INCIDENTS_DIR / incident_id
@@ -296,6 +335,8 @@ def evidence_document(r: report.Report) -> dict[str, Any]:
         "escalation": r.escalation.as_json(),
         "nextCheckpoint": {"at": rfc3339(r.checkpoint), "reason": r.checkpoint_reason},
         "impactSummary": r.impact,
+        "rootCause": r.root_cause or None,
+        "preventionAction": r.prevention or None,
         "remainingRisks": r.risks,
         "verification": [{"command": cmd, "result": res} for cmd, res in r.verification],
         "triage": c.triage.as_json(),

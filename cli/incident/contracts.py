@@ -3,7 +3,7 @@
 Three ways to get their result into the evidence:
 
 - run them (the default): `python -m pytest <the lane's files> -q` from the repository root,
-  with this interpreter (what `uv run python -m pytest ...` runs);
+  with this interpreter (what `.venv/bin/python -m pytest ...` runs);
 - attach a run already made: `--contract-results FILE`, the JUnit XML that the runbook's
   command wrote with `--junitxml FILE` (no second run of the same suite);
 - skip them: `--skip-contract-tests`, recorded in the evidence with the reason.

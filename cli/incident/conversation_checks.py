@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from cli.incident.platform import fetch, parse_time
+from cli.incident.platform import parse_time
 from cli.incident.reads import SERVING, Platform
 from cli.incident.trees import FAIL, INFO, PASS, UNKNOWN, Answer, Evidence
 from services.runtime.canonical import digest
@@ -358,9 +358,10 @@ def _notification_coverage(p: Platform, session: dict[str, Any]) -> list[Evidenc
         if not fetched.ok:
             return [Evidence("notifications", UNKNOWN, f"audit trail: {fetched.result()}")]
         expected += [e for e in fetched.data if outcomes is None or e.get("outcome") in outcomes]
-    listing = fetch(
+    listing = p.fetch(
         f"gate4 sessions notifications {sid} --include-delivered",
         lambda: p.api.client.list_notifications(sid, include_delivered=True),
+        "conversation",
     )
     if not listing.ok:
         return [Evidence("notifications", UNKNOWN, f"notifications route: {listing.result()}")]

@@ -22,7 +22,6 @@ from cli.incident.lanes import Lane
 from cli.incident.platform import (
     Fetched,
     RequestTrace,
-    fetch,
     parse_time,
     request_traces,
     rfc3339,
@@ -163,17 +162,20 @@ def collect(
 
     resources: dict[str, dict[str, Fetched]] = {"deployments": {}, "orders": {}, "sessions": {}}
     for deployment_id in correlation["deploymentIds"][:MAX_RESOURCES]:
-        resources["deployments"][deployment_id] = fetch(
+        resources["deployments"][deployment_id] = platform.fetch(
             f"gate4 deployments get {deployment_id}",
             partial(api.client.get_deployment, deployment_id),
+            "execution",
         )
     for order_id in correlation["orderIds"][:MAX_RESOURCES]:
-        resources["orders"][order_id] = fetch(
-            f"gate4 orders get {order_id}", partial(api.client.get_order, order_id)
+        resources["orders"][order_id] = platform.fetch(
+            f"gate4 orders get {order_id}", partial(api.client.get_order, order_id), "execution"
         )
     for session_id in correlation["sessionIds"][:MAX_RESOURCES]:
-        resources["sessions"][session_id] = fetch(
-            f"gate4 sessions get {session_id}", partial(api.client.get_session, session_id)
+        resources["sessions"][session_id] = platform.fetch(
+            f"gate4 sessions get {session_id}",
+            partial(api.client.get_session, session_id),
+            "conversation",
         )
     for deployment in resources["deployments"].values():
         if deployment.ok:
@@ -182,18 +184,21 @@ def collect(
     policies: dict[str, dict[str, Fetched]] = {}
     for account in ["", *correlation["accountIds"][:MAX_RESOURCES]]:
         option = f" --account {account}" if account else ""
-        snapshot = fetch(
+        snapshot = platform.fetch(
             f"gate4 risk policy get{option}",
             partial(api.client.get_policy, account_id=account or None),
+            "risk",
         )
         entry = {"snapshot": snapshot}
         if snapshot.ok:
             entry["validation"] = platform.validate(snapshot.data.get("policy") or {})
         policies[account or "tenant"] = entry
     versions = platform.policy_versions(None)
-    chain = fetch("gate4 audit verify", api.client.verify_audit_chain)
+    chain = platform.fetch("gate4 audit verify", api.client.verify_audit_chain, "audit")
 
-    switches = fetch("gate4 killswitch list", lambda: api.client.list_kill_switches())
+    switches = platform.fetch(
+        "gate4 killswitch list", lambda: api.client.list_kill_switches(), "risk"
+    )
     if start is None:
         start = incident_start(given, ordered, traces, switches, correlation, now)
     # The window of the fail-closed check: from a window before the start to now.

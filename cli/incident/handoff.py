@@ -1,8 +1,9 @@
 """handoff.md: the runbook's "On-Call Handoff Template", filled in from the report.
 
 The template's fields come first, in the template's order and with its names, so the file
-can be pasted into the incident ticket as is; the decision-tree walk, the containment
-actions and the list of bundle files follow.
+can be pasted into the incident ticket as is. The root cause and the prevention action
+(required with `--status resolved`: the runbook's incident summary names both) follow them;
+then the decision-tree walk, the containment actions and the list of bundle files.
 """
 
 from __future__ import annotations
@@ -77,8 +78,12 @@ def render(report: Report) -> str:
         f"- Review handoff target issue(s): {', '.join(report.escalation.targets)}",
         f"- Next decision checkpoint time (UTC): {rfc3339(report.checkpoint)} "
         f"({report.checkpoint_reason})",
-        "",
     ]
+    for name, text in (("Root cause", report.root_cause), ("Prevention action", report.prevention)):
+        if text:
+            first, *rest = text.splitlines()
+            lines += [f"- {name}: {first}", *(f"  {line}" for line in rest)]
+    lines.append("")
     also = report.escalation.also
     if also:
         lines += [

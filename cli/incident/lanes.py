@@ -50,4 +50,4 @@ LANES: dict[str, Lane] = {
 
 def contract_command(files: tuple[str, ...] | list[str]) -> str:
     """The runbook's contract-check command for these files, as typed at the repo root."""
-    return "uv run python -m pytest " + " ".join(files) + " -q"
+    return ".venv/bin/python -m pytest " + " ".join(files) + " -q"

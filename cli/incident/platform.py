@@ -18,12 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from cli.apicommand import build_context
-from cli.trace import Span, build_tree, read_spans
+from cli.apicommand import UNREACHABLE, build_context
+from cli.errors import DEPENDENCY_DOWN
+from cli.trace import Span, build_tree, spans_for
 from gate4_client import ROUTES, ApiError, Gate4Client, Gate4Error, TransportError
 from gate4_client.models import AuditFilters
-from services.runtime.config import Settings
-from services.runtime.telemetry import TRACES_DIR
+from services.runtime.config import TRACES_DIR, Settings
 
 T = TypeVar("T")
 
@@ -36,14 +36,20 @@ AUDIT_CAP = 5000
 def add_api_options(parser: argparse.ArgumentParser) -> None:
     """The Platform API options of cli.apicommand that make sense for the SRE commands."""
     opts = parser.add_argument_group("Platform API options")
-    opts.add_argument("--api-base", metavar="URL", help="gateway URL (default: $GATE4_API_BASE)")
+    opts.add_argument(
+        "--api-base",
+        metavar="URL",
+        help="gateway URL (default: $GATE4_API_BASE); only the credentials' own",
+    )
     opts.add_argument("--tenant-id", metavar="ID", help="tenant (default: $GATE4_TENANT_ID)")
     opts.add_argument("--user-id", metavar="ID", help="user (default: $GATE4_USER_ID)")
+    # Short: during an outage a read that does not answer is evidence, not something to wait
+    # for (a service /readyz shows down is not even asked: cli/incident/reads.py).
     opts.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS", help="per call (default 10)"
+        "--timeout", type=float, default=3.0, metavar="SECONDS", help="per read (default 3)"
     )
     opts.add_argument(
-        "--retries", type=int, default=1, metavar="N", help="retries of a read (default 1)"
+        "--retries", type=int, default=0, metavar="N", help="retries of a read (default 0)"
     )
 
 
@@ -126,6 +132,8 @@ class Fetched:
     def result(self) -> str:
         if self.ok:
             return "ok"
+        if self.code == DEPENDENCY_DOWN:
+            return f"{self.code}: {self.detail}"
         if self.status is None:
             return f"unreachable: {self.detail}"
         return f"{self.status} {self.code}" + (f": {self.detail}" if self.detail else "")
@@ -160,7 +168,7 @@ def fetch(command: str, call: Callable[[], T]) -> Fetched:
         return Fetched(
             command,
             False,
-            code="GATEWAY_UNREACHABLE",
+            code=UNREACHABLE,
             detail=exc.message,
             request_id=exc.request_id,
         )
@@ -284,11 +292,10 @@ def request_traces(
     wanted = list(dict.fromkeys(request_ids))
     deadline = time.monotonic() + max(wait, 0.0)
     while True:
-        spans = read_spans(sources)
         found: dict[str, RequestTrace] = {}
         for request_id in wanted:
             trace = RequestTrace(request_id)
-            for root in build_tree(request_id, [_copy(s) for s in spans]):
+            for root in build_tree(request_id, spans_for(request_id, sources)):
                 pruned, dropped = _prune(root, tenant_id)
                 trace.foreign += dropped
                 if pruned is not None:
@@ -298,22 +305,6 @@ def request_traces(
         if not missing or time.monotonic() >= deadline:
             return found
         time.sleep(0.25)
-
-
-def _copy(span: Span) -> Span:
-    # build_tree links children into the spans it gets: each requestId gets its own copies.
-    return Span(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_id=span.parent_id,
-        name=span.name,
-        kind=span.kind,
-        service=span.service,
-        start=span.start,
-        end=span.end,
-        status=span.status,
-        attributes=span.attributes,
-    )
 
 
 # -- the Platform API's routes --------------------------------------------------------------

@@ -1,5 +1,10 @@
 """What the triage checks read, each thing once: the Platform API (gate4_client) and the local
-trace store, plus the conversation probes (the runbook's minimal repro and a few turns)."""
+trace store, plus the conversation probes (the runbook's minimal repro and a few turns).
+
+GET /readyz is read first. A read served by a service it shows down (a hung risk answers no
+health check within the gateway's second) is not sent: it is reported at once as
+`DEPENDENCY_DOWN`, since it could only wait out its deadline, and the SRE needs the answer
+in seconds during the outage these tools are for."""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from cli.errors import DEPENDENCY_DOWN
 from cli.incident.platform import (
     Api,
     Fetched,
@@ -24,6 +30,8 @@ from cli.incident.platform import (
 from gate4_client import Call
 from gate4_client.models import Session
 from services.runtime.canonical import digest
+
+T = TypeVar("T")
 
 SERVING = "SERVING"
 PROBE_TOPIC = "triage-probe"
@@ -91,6 +99,20 @@ class Platform:
             return "UNKNOWN"
         return str(self.readyz.data.get("services", {}).get(name, "UNKNOWN"))
 
+    def down(self, service: str) -> str:
+        """Why `service` is not worth asking ("" when it is, or when /readyz did not say)."""
+        status = self.service_status(service)
+        if status in (SERVING, "UNKNOWN"):
+            return ""
+        return f"{service} is {status} on GET /readyz: not asked (it could only time out)"
+
+    def fetch(self, command: str, call: Callable[[], T], service: str) -> Fetched:
+        """One read through the Platform API of something `service` holds."""
+        down = self.down(service)
+        if down:
+            return Fetched(command, False, code=DEPENDENCY_DOWN, detail=down)
+        return fetch(command, call)
+
     @cached_property
     def traces(self) -> dict[str, RequestTrace]:
         return request_traces(
@@ -106,32 +128,39 @@ class Platform:
             command = "gate4 audit events " + " ".join(
                 f"--{_option(k)} {v}" for k, v in sorted(filters.items())
             )
-            self._events[key] = audit_events(self.api, dict(filters), command)
+            down = self.down("audit")
+            self._events[key] = (
+                Fetched(command, False, code=DEPENDENCY_DOWN, detail=down)
+                if down
+                else audit_events(self.api, dict(filters), command)
+            )
         return self._events[key]
 
     def policy_versions(self, account: str | None) -> Fetched:
         key = account or ""
         if key not in self._versions:
             command = "gate4 risk policy versions" + (f" --account {account}" if account else "")
-            self._versions[key] = fetch(
-                command, lambda: self.api.client.list_policy_versions(account_id=account)
+            self._versions[key] = self.fetch(
+                command, lambda: self.api.client.list_policy_versions(account_id=account), "risk"
             )
         return self._versions[key]
 
     def validate(self, policy: dict[str, Any]) -> Fetched:
         key = digest(policy)
         if key not in self._validations:
-            self._validations[key] = fetch(
+            self._validations[key] = self.fetch(
                 "gate4 risk policy validate --file POLICY",
                 lambda: self.api.client.validate_policy(policy),
+                "risk",
             )
         return self._validations[key]
 
     @cached_property
     def engaged_switches(self) -> Fetched:
-        return fetch(
+        return self.fetch(
             "gate4 killswitch list --engaged-only",
             lambda: self.api.client.list_kill_switches(engaged_only=True),
+            "risk",
         )
 
     @cached_property
@@ -139,14 +168,18 @@ class Platform:
         dep = self.options.deployment_id
         if not dep:
             return None
-        return fetch(f"gate4 deployments get {dep}", lambda: self.api.client.get_deployment(dep))
+        return self.fetch(
+            f"gate4 deployments get {dep}", lambda: self.api.client.get_deployment(dep), "execution"
+        )
 
     @cached_property
     def session(self) -> Fetched | None:
         sid = self.options.session_id
         if not sid:
             return None
-        return fetch(f"gate4 sessions get {sid}", lambda: self.api.client.get_session(sid))
+        return self.fetch(
+            f"gate4 sessions get {sid}", lambda: self.api.client.get_session(sid), "conversation"
+        )
 
     @cached_property
     def probes(self) -> dict[str, ProbeCall]:
@@ -157,7 +190,7 @@ class Platform:
 
         def probe(name: str, action: Callable[[str], Any]) -> Fetched:
             rid = new_probe_id(name)
-            fetched = fetch(name, lambda: action(rid))
+            fetched = self.fetch(name, lambda: action(rid), "conversation")
             calls[name] = ProbeCall(name, rid, fetched)
             return fetched
 
@@ -192,9 +225,10 @@ class Platform:
             return None
         rid = new_probe_id("payload")
         call: Call[Session] = Call("createSession", body=payload)
-        fetched = fetch(
+        fetched = self.fetch(
             "POST /v2/conversations/sessions (--payload)",
             lambda: self.api.client.send(call, request_id=rid),
+            "conversation",
         )
         return ProbeCall("replay --payload", rid, fetched)
 

@@ -3,9 +3,10 @@
 Two passes over every text that goes into the bundle:
 
 1. known secret values, the ones in the environment of the capture (GATE4_TOKEN,
-   GATE4_API_KEY, the runbook's TOKEN and API_KEY, GATE4_JWT_SECRET, GATE4_SERVICE_TOKEN, any
-   *PASSWORD*/*SECRET* variable, and the password of any URL in the environment), are
-   replaced by the variable's name (`$TOKEN`), so a reader knows what stood there;
+   GATE4_API_KEY, the runbook's TOKEN and API_KEY, GATE4_JWT_SECRET, every
+   GATE4_<NAME>_SERVICE_TOKEN, any *PASSWORD*/*SECRET* variable, and the password of any
+   URL in the environment), are replaced by the variable's name (`$TOKEN`), so a reader
+   knows what stood there;
 2. anything that looks like a credential whatever its origin (a JWT, a `g4k_` API key, a
    bearer token, the password of a URL) is replaced by a marker. Test tokens printed by a
    failing contract test, or a password someone typed into a kill-switch reason, end here.
@@ -30,7 +31,11 @@ SECRET_VARIABLES = (
     "TOKEN",
     "API_KEY",
     "GATE4_JWT_SECRET",
-    "GATE4_SERVICE_TOKEN",
+    "GATE4_GATEWAY_SERVICE_TOKEN",
+    "GATE4_AUDIT_SERVICE_TOKEN",
+    "GATE4_RISK_SERVICE_TOKEN",
+    "GATE4_EXECUTION_SERVICE_TOKEN",
+    "GATE4_CONVERSATION_SERVICE_TOKEN",
 )
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|_TOKEN|API_KEY)$", re.IGNORECASE)
 #: Shorter values are too likely to occur by chance to be replaced everywhere.

@@ -38,6 +38,9 @@ class Report:
     verification: list[tuple[str, str]] = field(default_factory=list)
     risks: list[str] = field(default_factory=list)
     signals: list[str] = field(default_factory=list)
+    #: What caused the incident and what prevents it next time (required once resolved).
+    root_cause: str = ""
+    prevention: str = ""
 
 
 def _events(fetched: Fetched | None) -> list[dict[str, Any]] | None:

@@ -103,7 +103,7 @@ def render(c: Collected, incident_id: str) -> str:
     for request_id in c.given["requestIds"]:
         lines.append(_get("/v1/audit/events", {"requestId": request_id}))
         lines.append(
-            f'uv run gate4 trace {shlex.quote(request_id)} || echo "no spans for {request_id}"'
+            f'.venv/bin/gate4 trace {shlex.quote(request_id)} || echo "no spans for {request_id}"'
         )
     for key, name in (
         ("deploymentIds", "deploymentId"),
@@ -125,9 +125,9 @@ def render(c: Collected, incident_id: str) -> str:
         'snapshot="$(mktemp -d)"',
         'curl -sS "${H[@]}" "$PLATFORM_API_BASE/v1/risk/policy" | tee "$snapshot/version.json"',
         "echo",
-        'uv run python -c \'import json, sys; json.dump(json.load(sys.stdin)["policy"], '
+        '.venv/bin/python -c \'import json, sys; json.dump(json.load(sys.stdin)["policy"], '
         'sys.stdout)\' < "$snapshot/version.json" > "$snapshot/policy.json"',
-        'uv run gate4 risk policy validate --file "$snapshot/policy.json"',
+        '.venv/bin/gate4 risk policy validate --file "$snapshot/policy.json"',
         _get("/v1/audit/chain/verify"),
         "",
         "# The runbook's decision tree and the lane's contract tests",
@@ -136,13 +136,13 @@ def render(c: Collected, incident_id: str) -> str:
     deployment = next(iter(c.correlation.get("deploymentIds", [])), None)
     if tree == "risk":
         lines.append(
-            "uv run gate4 triage risk" + (f" --deployment {deployment}" if deployment else "")
+            ".venv/bin/gate4 triage risk" + (f" --deployment {deployment}" if deployment else "")
         )
     else:
         session = next(iter(c.given["sessionIds"]), None)
         extra = "".join(f" --request-id {r}" for r in c.given["requestIds"])
         lines.append(
-            "uv run gate4 triage conversation"
+            ".venv/bin/gate4 triage conversation"
             + extra
             + (f" --session {session}" if session else "")
         )

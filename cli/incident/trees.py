@@ -75,7 +75,7 @@ CONVERSATION = Tree(
             ),
             (
                 "curl -sS $PLATFORM_API_BASE/readyz",
-                "uv run gate4 incident capture --lane conversation --request-id REQUEST_ID",
+                ".venv/bin/gate4 incident capture --lane conversation --request-id REQUEST_ID",
             ),
         ),
         "E": Leaf(
@@ -87,8 +87,8 @@ CONVERSATION = Tree(
                 KEEP_PLATFORM_API,
             ),
             (
-                "uv run gate4 triage conversation --payload FILE",
-                "uv run gate4 trace REQUEST_ID",
+                ".venv/bin/gate4 triage conversation --payload FILE",
+                ".venv/bin/gate4 trace REQUEST_ID",
             ),
         ),
         "G": Leaf(
@@ -103,7 +103,7 @@ CONVERSATION = Tree(
                 KEEP_PLATFORM_API,
             ),
             (
-                "uv run gate4 turns send SESSION_ID --message 'notifications off'",
+                ".venv/bin/gate4 turns send SESSION_ID --message 'notifications off'",
                 "curl -sS $PLATFORM_API_BASE/readyz",
             ),
         ),
@@ -115,7 +115,7 @@ CONVERSATION = Tree(
                 "(the bundle of gate4 incident capture carries them).",
                 KEEP_PLATFORM_API,
             ),
-            ("uv run gate4 incident capture --lane conversation --request-id REQUEST_ID",),
+            (".venv/bin/gate4 incident capture --lane conversation --request-id REQUEST_ID",),
         ),
     },
 )
@@ -141,9 +141,9 @@ RISK = Tree(
                 "stop, then release each scope with a reason naming the incident (risk-officer).",
             ),
             (
-                "uv run gate4 killswitch list --engaged-only --output table",
-                "uv run gate4 deployments stop DEPLOYMENT_ID --flatten --reason INCIDENT",
-                "uv run gate4 killswitch release SCOPE SCOPE_ID --reason INCIDENT",
+                ".venv/bin/gate4 killswitch list --engaged-only --output table",
+                ".venv/bin/gate4 deployments stop DEPLOYMENT_ID --flatten --reason INCIDENT",
+                ".venv/bin/gate4 killswitch release SCOPE SCOPE_ID --reason INCIDENT",
             ),
         ),
         "E": Leaf(
@@ -157,9 +157,9 @@ RISK = Tree(
                 PRESERVE_FAIL_CLOSED,
             ),
             (
-                "uv run gate4 risk policy versions --output table",
-                "uv run gate4 risk policy validate --file FILE",
-                "uv run gate4 risk policy put --file FILE --reason INCIDENT",
+                ".venv/bin/gate4 risk policy versions --output table",
+                ".venv/bin/gate4 risk policy validate --file FILE",
+                ".venv/bin/gate4 risk policy put --file FILE --reason INCIDENT",
             ),
         ),
         "G": Leaf(
@@ -173,8 +173,8 @@ RISK = Tree(
                 PRESERVE_FAIL_CLOSED,
             ),
             (
-                "uv run gate4 audit events --type risk.decision --since SINCE --output table",
-                "uv run gate4 risk policy versions --output table",
+                ".venv/bin/gate4 audit events --type risk.decision --since SINCE --output table",
+                ".venv/bin/gate4 risk policy versions --output table",
             ),
         ),
         "H": Leaf(
@@ -186,8 +186,9 @@ RISK = Tree(
                 PRESERVE_FAIL_CLOSED,
             ),
             (
-                "uv run gate4 audit events --outcome VENUE_RETRY_BUDGET_EXHAUSTED --output table",
-                "uv run gate4 deployments get DEPLOYMENT_ID",
+                ".venv/bin/gate4 audit events --outcome VENUE_RETRY_BUDGET_EXHAUSTED "
+                "--output table",
+                ".venv/bin/gate4 deployments get DEPLOYMENT_ID",
             ),
         ),
     },

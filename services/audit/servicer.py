@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC
 from typing import Any, Literal
 
 import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from opentelemetry import trace
 
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.audit.chain import (
@@ -30,9 +30,10 @@ from services.audit.store import (
     QueryFilters,
     StoredEvent,
 )
-from services.runtime import correlation, errors
+from services.runtime import correlation, errors, pagination
 from services.runtime.canonical import canonical_json
 from services.runtime.errors import FieldError
+from services.runtime.telemetry import remote_parent
 from services.runtime.timeutil import utcnow
 from services.runtime.validation import Checker
 
@@ -45,8 +46,6 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 SUBSCRIBE_PAGE = 500
 INTERNAL_ROLE = "internal"
-_CURSOR_PREFIX = "p"
-_CURSOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 # Field errors reported per call at most; more would only bloat the status.
 _MAX_FIELD_ERRORS = 50
 
@@ -110,7 +109,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 "an event is required", field_errors=[FieldError("event", "required")]
             )
         drafts = _drafts([request.event], tenant, lambda _: "event")
+        started = time.time_ns()
         appended = await self._append(tenant, drafts)
+        join_traces([request.event], appended, started)
         (result,) = appended
         return audit_pb2.AppendResponse(event=to_proto(result.event), duplicate=result.duplicate)
 
@@ -125,7 +126,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 field_errors=[FieldError("events", f"must hold 1 to {MAX_BATCH} events")],
             )
         drafts = _drafts(request.events, tenant, lambda i: f"events[{i}]")
+        started = time.time_ns()
         appended = await self._append(tenant, drafts)
+        join_traces(request.events, appended, started)
         return audit_pb2.AppendBatchResponse(
             events=[to_proto(a.event) for a in appended],
             duplicates=sum(a.duplicate for a in appended),
@@ -145,9 +148,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         limit = check.limit("limit", request.limit, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
         after = 0
         if request.cursor:
-            decoded = decode_cursor(request.cursor)
+            # Any position is a place to continue from: only the cursor's form is checked.
+            decoded = pagination.parse_position(request.cursor)
             if decoded is None:
-                check.fail("cursor", "not a cursor this service returned")
+                check.fail("cursor", "the nextCursor of an earlier page")
             else:
                 after = decoded
         since = _query_time(request, "since", check)
@@ -166,7 +170,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         # One row more than the page tells whether another page exists.
         rows = await self._store.query(tenant, filters, after, limit + 1)
         page = rows[:limit]
-        next_cursor = encode_cursor(page[-1].position) if len(rows) > limit else ""
+        next_cursor = pagination.position_cursor(page[-1].position) if len(rows) > limit else ""
         return audit_pb2.QueryResponse(events=[to_proto(e) for e in page], next_cursor=next_cursor)
 
     async def Verify(
@@ -213,26 +217,44 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         )
 
 
+def join_traces(
+    events: Sequence[audit_pb2.AuditEvent], appended: list[Appended], started_ns: int
+) -> None:
+    """Records each append in the trace of the request that made the event: a span that is
+    a child of the span that recorded it (the event's traceparent), under the event's own
+    requestId, linked to this call. So `gate4 trace <requestId>` shows the audit hop,
+    although the outbox shipped the event later, in a call of its own."""
+    shipment = trace.get_current_span().get_span_context()
+    links = [trace.Link(shipment)] if shipment.is_valid else []
+    stored = {a.event.content.event_id: a for a in appended}
+    tracer = trace.get_tracer("gate4.audit")
+    for evt in events:
+        parent = remote_parent(evt.traceparent)
+        result = stored.get(evt.event_id)
+        if parent is None or result is None:
+            continue
+        owner = correlation.current().with_changes(
+            request_id=evt.request_id, user_id=evt.user_id, channel=evt.channel
+        )
+        with correlation.bound(owner):
+            span = tracer.start_span(
+                "audit.append",
+                context=parent,
+                kind=trace.SpanKind.CONSUMER,
+                links=links,
+                start_time=started_ns,
+                attributes={
+                    "gate4.audit.event_id": evt.event_id,
+                    "gate4.audit.event_type": evt.type,
+                    "gate4.audit.source": evt.source,
+                    "gate4.audit.sequence": result.event.content.sequence,
+                    "gate4.audit.duplicate": result.duplicate,
+                },
+            )
+            span.end()
+
+
 # -- conversion ---------------------------------------------------------------------------------
-
-
-def encode_cursor(position: int) -> str:
-    raw = f"{_CURSOR_PREFIX}{position}".encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int | None:
-    """The position a cursor stands for, or None when it is not one of ours."""
-    if not _CURSOR_RE.match(cursor):  # b64decode would skip foreign characters silently
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    digits = raw.removeprefix(_CURSOR_PREFIX)
-    if raw == digits or not digits.isdigit() or len(digits) > 19:
-        return None
-    return int(digits)
 
 
 def to_proto(stored: StoredEvent) -> audit_pb2.AuditEvent:

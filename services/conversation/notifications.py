@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
 from gate4.conversation.v1 import conversation_pb2
 from services.conversation import sessions
-from services.runtime import correlation
+from services.runtime import correlation, outcomes
 from services.runtime.storage import Database
 from services.runtime.timeutil import to_timestamp, utcnow
 
@@ -45,12 +45,12 @@ class Kind:
     outcomes: frozenset[str] | None = None
 
 
-# Kill-switch outcomes as risk records them (services/risk/outcomes.py). Risk also writes
-# `killswitch.engaged` with ALREADY_ENGAGED when someone engages an engaged switch: nothing
-# changed, so that is no notification.
-KILL_SWITCH_TRIPPED = "KILL_SWITCH_TRIPPED"
-ENGAGED = "ENGAGED"
-RELEASED = "RELEASED"
+# Kill-switch outcomes as risk records them. Risk also writes `killswitch.engaged` with
+# ALREADY_ENGAGED when someone engages an engaged switch: nothing changed, so that is no
+# notification.
+KILL_SWITCH_TRIPPED = outcomes.KILL_SWITCH_TRIPPED
+ENGAGED = outcomes.ENGAGED
+RELEASED = outcomes.RELEASED
 
 #: Audit event types that become notifications, with their severity and headline: the
 #: kill-switch transitions risk records and the deployment transitions execution records

@@ -63,7 +63,13 @@ class ExecutionService(BaseService):
             self.hooks,
         )
         execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
-            ExecutionServicer(self.db, self.flows, self.execution), server
+            ExecutionServicer(
+                self.db,
+                self.flows,
+                self.execution,
+                deadline_margin=self.settings.deadline_margin_seconds,
+            ),
+            server,
         )
 
     async def start(self, server: grpc.aio.Server) -> None:

@@ -18,6 +18,7 @@ from services.execution import deployments, idempotency, store
 from services.execution.idempotency import Claim, Progress
 from services.execution.reduce import Reducer, Reduction
 from services.execution.unitofwork import UnitOfWork, Work, tenant
+from services.runtime import outcomes
 from services.runtime.timeutil import utcnow
 
 
@@ -58,7 +59,9 @@ class KillSwitchEnforcement:
                 )
                 work.event(
                     "killswitch.enforced",
-                    outcome="ENFORCED" if not res.problems else "ENFORCED_WITH_PROBLEMS",
+                    outcome=outcomes.ENFORCED
+                    if not res.problems
+                    else outcomes.ENFORCED_WITH_PROBLEMS,
                     reason=reason,
                     policy_version=str(r["policy_version"]),
                     account_id=str(r["account_id"]),

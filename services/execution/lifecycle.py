@@ -27,7 +27,8 @@ from services.execution.positions import fmt
 from services.execution.reduce import Reducer
 from services.execution.riskgate import RISK_UNAVAILABLE, RiskControls, refusal
 from services.execution.unitofwork import UnitOfWork, Work, tenant
-from services.runtime import errors
+from services.runtime import errors, outcomes
+from services.runtime.outbox import Headroom
 from services.runtime.timeutil import as_utc, utcnow
 
 
@@ -130,7 +131,7 @@ class DeploymentFlow:
             _set_state(conn, deployment_id, deployments.PENDING, deployments.RUNNING, "")
             work.event(
                 "deployment.started",
-                outcome="RUNNING",
+                outcome=outcomes.RUNNING,
                 policy_version=decision.policy_version,
                 data=details,
                 **ids,
@@ -141,7 +142,7 @@ class DeploymentFlow:
             idempotency.complete(conn, tenant_id, claim, now, response=msg.SerializeToString())
             return msg
 
-        msg = await self.uow.run(op, guard=True)
+        msg = await self.uow.run(op, guard=Headroom.BOUND)
         progress.settled = True
         self.hooks.crash_after_commit(ROUTE_CREATE)
         return msg
@@ -264,7 +265,8 @@ class DeploymentFlow:
             )
 
         try:
-            await self.uow.run(begin, guard=True)
+            # A stop is the brake: it may use the outbox reserve while audit is down.
+            await self.uow.run(begin, guard=Headroom.RESERVE)
         except errors.StateConflict as exc:
             raise await self.uow.refuse(
                 claim,

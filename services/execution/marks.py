@@ -21,6 +21,7 @@ from services.execution.positions import value as positions_value
 from services.execution.riskgate import RiskControls
 from services.execution.unitofwork import UnitOfWork, Work, tenant
 from services.execution.venue import VenueAdapter
+from services.runtime import outcomes
 from services.runtime.timeutil import to_timestamp, utcnow
 
 
@@ -79,7 +80,7 @@ class Marks:
                 store.upsert_mark(work.conn, tenant_id, instrument, price, at)
             work.event(
                 "sandbox.marks",
-                outcome="ACCEPTED",
+                outcome=outcomes.ACCEPTED,
                 data={"marks": [{"instrument": i, "price": p} for i, p, _ in marks]},
             )
 

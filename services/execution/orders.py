@@ -33,7 +33,7 @@ from services.execution.positions import PLACES, ZERO, dec, fmt, reducing_side
 from services.execution.positions import value as positions_value
 from services.execution.unitofwork import Work
 from services.execution.venue import ExecutionReport
-from services.runtime import errors
+from services.runtime import errors, outcomes
 
 ACCEPTED = "accepted"
 PARTIALLY_FILLED = "partially_filled"
@@ -45,12 +45,6 @@ OPEN_STATUSES = (ACCEPTED, PARTIALLY_FILLED)
 
 PENDING = "pending"
 CONFIRMED = "confirmed"
-
-# Outcome codes the execution layer itself gives orders (risk's come from its decision).
-REDUCE_ONLY_VIOLATION = "REDUCE_ONLY_VIOLATION"
-VENUE_REJECTED = "VENUE_REJECTED"
-VENUE_RETRY_BUDGET_EXHAUSTED = "VENUE_RETRY_BUDGET_EXHAUSTED"
-VENUE_NOT_RECEIVED = "VENUE_NOT_RECEIVED"
 
 orders = store.orders
 
@@ -126,19 +120,19 @@ def check_reduce_only(conn: Connection, tenant_id: str, deployment_id: str, inte
         raise errors.RiskLimitBreached(
             f"reduce-only {intent.side} of {intent.instrument}: the deployment has no position "
             "left to reduce",
-            outcome=REDUCE_ONLY_VIOLATION,
+            outcome=outcomes.REDUCE_ONLY_VIOLATION,
         )
     if intent.side != side:
         raise errors.RiskLimitBreached(
             f"reduce-only {intent.side} of {intent.instrument} would increase the position "
             f"{fmt(left)}; only a {side} reduces it",
-            outcome=REDUCE_ONLY_VIOLATION,
+            outcome=outcomes.REDUCE_ONLY_VIOLATION,
         )
     if intent.quantity > abs(left):
         raise errors.RiskLimitBreached(
             f"reduce-only {intent.side} of {fmt(intent.quantity)} {intent.instrument} exceeds the "
             f"{fmt(abs(left))} left to reduce and would flip the position",
-            outcome=REDUCE_ONLY_VIOLATION,
+            outcome=outcomes.REDUCE_ONLY_VIOLATION,
         )
 
 
@@ -293,7 +287,7 @@ def apply_report(
     if attempts is not None:
         values["venue_attempts"] = attempts
     if status == REJECTED:
-        values["outcome"] = VENUE_REJECTED
+        values["outcome"] = outcomes.VENUE_REJECTED
         values["reject_reason"] = report.reason or "rejected by the venue"
     conn.execute(sa.update(orders).where(orders.c.order_id == order_id).values(**values))
     if not (new or status != row["status"] or row["venue_state"] == PENDING):

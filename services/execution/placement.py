@@ -38,7 +38,8 @@ from services.execution.positions import ZERO, fmt, gross_exposure
 from services.execution.riskgate import RISK_UNAVAILABLE, RiskControls, refusal
 from services.execution.unitofwork import UnitOfWork, Work, tenant
 from services.execution.venue import ExecutionReport, VenueAdapter, VenueError, VenueOrder
-from services.runtime import correlation, errors
+from services.runtime import correlation, errors, outcomes
+from services.runtime.outbox import Headroom
 from services.runtime.timeutil import to_timestamp, utcnow
 
 # What this service itself refuses an order for: not running, a reduce-only order that does
@@ -111,12 +112,14 @@ class OrderFlow:
 
         if row is None:
             missing = errors.NotFound(f"deployment {intent.deployment_id!r} not found")
-            raise await refused(missing, outcome="NOT_FOUND", reason="", data=data)
+            raise await refused(missing, outcome=missing.error_code(), reason="", data=data)
         common["account_id"] = str(row["account_id"])
+        # Reduce-only and flatten orders are the brake: they may use the outbox reserve.
+        headroom = Headroom.RESERVE if flatten or intent.reduce_only else Headroom.BOUND
         try:
             if not flatten:
                 deployments.check_accepts_orders(intent.deployment_id, str(row["state"]))
-                await self.uow.check_capacity()
+            await self.uow.check_capacity(headroom)
             if intent.reduce_only:
                 await self.uow.db.read(
                     lambda c: orders.check_reduce_only(c, tenant_id, intent.deployment_id, intent)
@@ -182,7 +185,7 @@ class OrderFlow:
             )
 
         try:
-            await self.uow.run(record, guard=not flatten)
+            await self.uow.run(record, guard=headroom)
         except errors.IdempotencyInProgress:
             # Fenced out: the attempt that took the key over decides this order id again,
             # which voids this decision at risk. Nothing of this attempt was recorded.
@@ -236,7 +239,7 @@ class OrderFlow:
                 )
                 work.event(
                     "order.retried",
-                    outcome="VENUE_RETRY",
+                    outcome=outcomes.VENUE_RETRY,
                     reason=retry.error,
                     policy_version=version,
                     data={**data, "attempt": retry.attempt, "delaySeconds": retry.delay_seconds},
@@ -277,7 +280,7 @@ class OrderFlow:
                     tenant_id,
                     order_id,
                     now,
-                    outcome=orders.VENUE_RETRY_BUDGET_EXHAUSTED,
+                    outcome=outcomes.VENUE_RETRY_BUDGET_EXHAUSTED,
                     reason=submission.error,
                     attempts=submission.attempts,
                     event_data=extra,
@@ -316,6 +319,8 @@ class OrderFlow:
             raise errors.StateConflict(
                 f"order {order_id} is still being sent to the venue; retry the cancel shortly"
             )
+        # A cancel reduces risk: it may use the outbox reserve while audit is down.
+        await self.uow.check_capacity(Headroom.RESERVE)
         return await self.cancel_row(row, reason or "cancelled on request")
 
     async def cancel_row(self, row: sa.RowMapping, reason: str) -> execution_pb2.Order:
@@ -393,7 +398,7 @@ def _degrade(work: Work, tenant_id: str, deployment_id: str, reason: str) -> Non
     )
     work.event(
         "deployment.degraded" if reason else "deployment.recovered",
-        outcome=orders.VENUE_RETRY_BUDGET_EXHAUSTED if reason else "RECOVERED",
+        outcome=outcomes.VENUE_RETRY_BUDGET_EXHAUSTED if reason else outcomes.RECOVERED,
         reason=reason,
         policy_version=str(row["policy_version"]),
         account_id=str(row["account_id"]),

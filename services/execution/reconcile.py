@@ -31,7 +31,7 @@ from services.execution.idempotency import ROUTE_SUBMIT, Claim
 from services.execution.positions import dec
 from services.execution.unitofwork import UnitOfWork, Work
 from services.execution.venue import ExecutionReport, VenueAdapter, VenueError
-from services.runtime import correlation, errors
+from services.runtime import correlation, errors, outcomes
 from services.runtime.timeutil import as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gate4.execution.reconcile")
 
-FOUND_AT_VENUE = "FOUND_AT_VENUE"
-NOT_AT_VENUE = "NOT_AT_VENUE"
+FOUND_AT_VENUE = outcomes.FOUND_AT_VENUE
+NOT_AT_VENUE = outcomes.NOT_AT_VENUE
 
 
 def reconciled_event(work: Work, order: execution_pb2.Order, outcome: str, reason: str) -> None:
@@ -95,7 +95,7 @@ async def settle_order(
                 tenant,
                 order_id,
                 now,
-                outcome=orders.VENUE_NOT_RECEIVED,
+                outcome=outcomes.VENUE_NOT_RECEIVED,
                 reason="the venue never received the order; it was not resubmitted",
                 event_data={"reconciled": True},
             )

@@ -14,17 +14,17 @@ import grpc
 
 from gate4.risk.v1 import risk_pb2
 from services.execution.store import KillSwitchView
-from services.runtime import errors
+from services.runtime import errors, outcomes
 
 if TYPE_CHECKING:
     from gate4.risk.v1.risk_pb2_grpc import RiskServiceAsyncStub
 
 log = logging.getLogger("gate4.execution.risk")
 
-APPROVED = "APPROVED"
-KILL_SWITCH_ENGAGED = "KILL_SWITCH_ENGAGED"
+APPROVED = outcomes.APPROVED
+KILL_SWITCH_ENGAGED = outcomes.KILL_SWITCH_ENGAGED
 #: The outcome execution records when it acted without a decision (risk-reducing stop only).
-RISK_UNAVAILABLE = "RISK_UNAVAILABLE"
+RISK_UNAVAILABLE = outcomes.RISK_UNAVAILABLE
 READ_TIMEOUT_SECONDS = 1.0
 
 
@@ -38,8 +38,16 @@ def refusal(decision: risk_pb2.RiskDecision) -> errors.Gate4Error:
 
 
 def unavailable(exc: grpc.aio.AioRpcError) -> errors.RiskUnavailable:
+    """What a failed call to risk means for the command: no decision, nothing executed.
+    Risk's own reason (its audit backlog is full, say) is kept in the detail."""
+    cause = errors.from_rpc_error(exc)
+    why = exc.code().name.lower()
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        why = "no answer within the deadline"
+    elif not isinstance(cause, errors.UnmappedError):
+        why = f"{cause.error_code()}: {cause.detail}"
     return errors.RiskUnavailable(
-        f"risk controls could not decide ({exc.code().name.lower()}); nothing was executed",
+        f"risk controls could not decide ({why}); nothing was executed",
         outcome=RISK_UNAVAILABLE,
     )
 

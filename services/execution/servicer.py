@@ -5,6 +5,12 @@ initial metadata `x-idempotent-replayed: true` (the gateway turns it into the
 `Idempotent-Replayed` header), a stored refusal is raised again, and both are audited as
 `command.replayed`. Otherwise the command runs; if it fails before any side effect and
 without settling the key itself, the key is released so a retry can run.
+
+Commands run to their end even when their caller leaves (`_shielded`). A stop answers
+within its caller's deadline: when it is still at work by then (flattening while risk
+hangs, say), it answers with the deployment as it stands, `stopping`, and initial metadata
+`x-gate4-accepted: true` (the gateway's 202), and finishes on its own time; its key then
+completes with the final result, which a retry with the same key gets.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -34,7 +40,7 @@ from services.execution.idempotency import (
 )
 from services.execution.orders import Intent
 from services.execution.unitofwork import Work, new_id
-from services.runtime import correlation, errors
+from services.runtime import correlation, deadlines, errors, outcomes
 from services.runtime.storage import Database
 from services.runtime.timeutil import as_utc, utcnow
 from services.runtime.validation import IDEMPOTENCY_KEY_RE, Checker
@@ -45,6 +51,10 @@ T = TypeVar("T")
 log = logging.getLogger("gate4.execution")
 
 REPLAYED_METADATA = (("x-idempotent-replayed", "true"),)
+#: The command was accepted and is still running: the gateway answers 202.
+ACCEPTED_METADATA = (("x-gate4-accepted", "true"),)
+#: How often a stop past its answer deadline looks whether it has begun.
+BEGUN_POLL_SECONDS = 0.01
 CLIENT_ORDER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MODES = ("paper",)
 SIDES = ("buy", "sell")
@@ -55,11 +65,20 @@ MAX_REASON = 500
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
-    def __init__(self, db: Database, flows: Flows, settings: ExecutionSettings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        flows: Flows,
+        settings: ExecutionSettings,
+        *,
+        deadline_margin: float = 0.5,
+    ) -> None:
         self.db = db
         self.flows = flows
         self.uow = flows.uow
         self.settings = settings
+        #: Time kept back from the caller's deadline to answer it.
+        self.deadline_margin = deadline_margin
 
     # -- the idempotency envelope ------------------------------------------------------------
 
@@ -72,10 +91,17 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         resource_id: str,
         reply_type: type[M],
         run: Callable[[str, Claim | None, Progress], Coroutine[Any, Any, M]],
+        accepted: Callable[[], Awaitable[M]] | None = None,
     ) -> M:
+        """Runs a command under its key. With `accepted`, the command answers within its
+        caller's deadline: once begun and still running then, with what `accepted` reads."""
         tenant = correlation.current().tenant_id
         progress = Progress()
         if not key:
+            if accepted is not None:
+                return await self._in_time(
+                    context, run(resource_id, None, progress), progress, accepted, ()
+                )
             return await _shielded(run(resource_id, None, progress))
         digest = idempotency.request_digest(request)
         try:
@@ -110,10 +136,51 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                     await self.uow.run(lambda w: idempotency.release(w.conn, tenant, claimed))
                 raise
 
+        # A resumed key's result belongs to the attempt that first held it.
+        replayed = REPLAYED_METADATA if claimed.resumed else ()
+        if accepted is not None:
+            return await self._in_time(context, attempt(), progress, accepted, replayed)
         reply = await _shielded(attempt())
-        if claimed.resumed:
-            # The result belongs to the attempt that first held the key.
-            await context.send_initial_metadata(REPLAYED_METADATA)
+        if replayed:
+            await context.send_initial_metadata(replayed)
+        return reply
+
+    async def _in_time(
+        self,
+        context: Context,
+        work: Coroutine[Any, Any, M],
+        progress: Progress,
+        accepted: Callable[[], Awaitable[M]],
+        metadata: tuple[tuple[str, str], ...],
+    ) -> M:
+        """The command's reply if it ends before the caller's deadline (less the margin);
+        else, once it has begun, `accepted()` marked as accepted, while it runs on."""
+        task = asyncio.ensure_future(work)
+        left = deadlines.remaining()
+        wait = None if left is None else max(left - self.deadline_margin, 0.0)
+        try:
+            await asyncio.wait({task}, timeout=wait)
+            # Past the deadline and not begun yet: the steps before the command begins are
+            # bounded by the same deadline, so this wait is short.
+            while not task.done() and not progress.started:
+                await asyncio.wait({task}, timeout=BEGUN_POLL_SECONDS)
+            if not task.done():
+                reply = await accepted()
+        except BaseException:  # the caller left, or the read failed: the command runs on
+            task.add_done_callback(_after_caller_left)
+            raise
+        if task.done():
+            reply = task.result()
+            if metadata:
+                await context.send_initial_metadata(metadata)
+            return reply
+        # The rest of the command is no longer bound by this caller's deadline: it gets the
+        # usual per-dependency timeouts, and its outcome is logged (and stored with its key).
+        budget = deadlines.current()
+        if budget is not None:
+            budget.detach()
+        task.add_done_callback(_after_caller_left)
+        await context.send_initial_metadata((*metadata, *ACCEPTED_METADATA))
         return reply
 
     async def _key_refused(self, route: str, request: Message, error: errors.Gate4Error) -> None:
@@ -121,7 +188,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         deployment_id = str(getattr(request, "deployment_id", ""))
 
         def op(work: Work) -> None:
-            work.event(
+            work.note(
                 "command.rejected",
                 outcome=error.error_code(),
                 reason=error.detail,
@@ -144,9 +211,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                 ids[field] = str(getattr(reply, field, "")) or ids.get(field, "")
 
         def op(work: Work) -> None:
-            work.event(
+            work.note(
                 "command.replayed",
-                outcome=stored.error_code or "REPLAYED",
+                outcome=stored.error_code or outcomes.REPLAYED,
                 reason=stored.error_detail,
                 policy_version=policy_version,
                 data={"route": route, "errorOutcome": stored.error_outcome},
@@ -205,17 +272,19 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         if request.state:
             check.one_of("state", request.state, deployments.STATES)
         check.id("accountId", request.account_id, required=False)
-        check.id("cursor", request.cursor, required=False)
+        after = check.newest_first_cursor("cursor", request.cursor)
         check.done()
         items = await self.db.read(
             lambda c: store.list_deployments(
-                c, tenant, request.account_id, request.state, request.cursor, limit + 1
+                c, tenant, request.account_id, request.state, after, limit + 1
             )
         )
         more = len(items) > limit
         items = items[:limit]
+        last = items[-1] if more else None
         return execution_pb2.ListDeploymentsResponse(
-            deployments=items, next_cursor=items[-1].deployment_id if more else ""
+            deployments=items,
+            next_cursor=store.page_cursor(last.created_at, last.deployment_id) if last else "",
         )
 
     async def StopDeployment(
@@ -235,6 +304,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             request.deployment_id,
             execution_pb2.Deployment,
             lambda _rid, claim, progress: self.flows.deployments.stop(request, claim, progress),
+            accepted=lambda: self.flows.deployments.get(request.deployment_id),
         )
 
     # -- orders ------------------------------------------------------------------------------
@@ -294,17 +364,19 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         if request.status:
             check.one_of("status", request.status, orders.STATUSES)
         check.id("deploymentId", request.deployment_id, required=False)
-        check.id("cursor", request.cursor, required=False)
+        after = check.newest_first_cursor("cursor", request.cursor)
         check.done()
         items = await self.db.read(
             lambda c: store.list_orders(
-                c, tenant, request.deployment_id, request.status, request.cursor, limit + 1
+                c, tenant, request.deployment_id, request.status, after, limit + 1
             )
         )
         more = len(items) > limit
         items = items[:limit]
+        last = items[-1] if more else None
         return execution_pb2.ListOrdersResponse(
-            orders=items, next_cursor=items[-1].order_id if more else ""
+            orders=items,
+            next_cursor=store.page_cursor(last.created_at, last.order_id) if last else "",
         )
 
     async def CancelOrder(
@@ -386,13 +458,32 @@ async def _shielded(work: Coroutine[Any, Any, T]) -> T:
     """Runs a command to its end even if the caller goes away (deadline, disconnect): a
     command cancelled half-way would leave a pending order for reconciliation to settle."""
     task = asyncio.ensure_future(work)
-    task.add_done_callback(_retrieve)
-    return await asyncio.shield(task)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_after_caller_left)
+        raise
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.info("command finished after its caller left", exc_info=task.exception())
+def _after_caller_left(task: asyncio.Future[Any]) -> None:
+    """Logs, once, how a command ended that its caller did not wait for. (An answer the
+    caller got is logged by the server interceptor: its code on the `rpc` line, and the
+    traceback of an unexpected error.) A refusal is no crash: no traceback for it."""
+    if task.cancelled():
+        log.warning("command cancelled after its caller left")
+        return
+    error = task.exception()
+    if error is None:
+        log.info("command finished after its caller left")
+    elif isinstance(error, errors.Gate4Error):
+        level = logging.WARNING if error.status_for_http() >= 500 else logging.INFO
+        log.log(
+            level,
+            "command refused after its caller left",
+            extra={"code": error.error_code(), "detail": error.detail},
+        )
+    else:
+        log.error("command failed after its caller left", exc_info=error)
 
 
 def _check_key(check: Checker, key: str) -> None:

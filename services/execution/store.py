@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
+from google.protobuf import timestamp_pb2
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2
 from services.execution.positions import Position, dec, fmt
 from services.execution.positions import value as positions_value
+from services.runtime.pagination import NewestFirst
 from services.runtime.timeutil import as_utc, to_timestamp, utcnow
 
 
@@ -306,17 +308,39 @@ def get_deployment(
 
 
 def list_deployments(
-    conn: Connection, tenant_id: str, account_id: str, state: str, after: str, limit: int
+    conn: Connection,
+    tenant_id: str,
+    account_id: str,
+    state: str,
+    after: NewestFirst | None,
+    limit: int,
 ) -> list[execution_pb2.Deployment]:
+    """Newest first, by (created_at desc, deployment_id desc), continuing after `after`."""
     query = sa.select(deployments).where(deployments.c.tenant_id == tenant_id)
     if account_id:
         query = query.where(deployments.c.account_id == account_id)
     if state:
         query = query.where(deployments.c.state == state)
-    if after:
-        query = query.where(deployments.c.deployment_id > after)
-    rows = conn.execute(query.order_by(deployments.c.deployment_id).limit(limit)).all()
+    created, key = deployments.c.created_at, deployments.c.deployment_id
+    if after is not None:
+        query = query.where(_before(created, key, after))
+    rows = conn.execute(query.order_by(created.desc(), key.desc()).limit(limit)).all()
     return [deployment_message(conn, r._mapping) for r in rows]
+
+
+def _before(
+    created: sa.ColumnClause[object], key: sa.ColumnClause[object], after: NewestFirst
+) -> sa.ColumnElement[bool]:
+    """Rows that sort after `after` in (created_at desc, id desc) order."""
+    return sa.or_(
+        created < after.created_at,
+        sa.and_(created == after.created_at, key < after.item_id),
+    )
+
+
+def page_cursor(created_at: timestamp_pb2.Timestamp, item_id: str) -> str:
+    """The cursor of the page that follows the item (its created_at and id, as stored)."""
+    return NewestFirst(created_at.ToDatetime(tzinfo=UTC), item_id).cursor()
 
 
 def deployments_in_scope(
@@ -388,14 +412,21 @@ def get_order(conn: Connection, tenant_id: str, order_id: str) -> execution_pb2.
 
 
 def list_orders(
-    conn: Connection, tenant_id: str, deployment_id: str, status: str, after: str, limit: int
+    conn: Connection,
+    tenant_id: str,
+    deployment_id: str,
+    status: str,
+    after: NewestFirst | None,
+    limit: int,
 ) -> list[execution_pb2.Order]:
+    """Newest first, by (created_at desc, order_id desc), continuing after `after`."""
     query = sa.select(orders).where(orders.c.tenant_id == tenant_id)
     if deployment_id:
         query = query.where(orders.c.deployment_id == deployment_id)
     if status:
         query = query.where(orders.c.status == status)
-    if after:
-        query = query.where(orders.c.order_id > after)
-    rows = conn.execute(query.order_by(orders.c.order_id).limit(limit)).all()
+    created, key = orders.c.created_at, orders.c.order_id
+    if after is not None:
+        query = query.where(_before(created, key, after))
+    rows = conn.execute(query.order_by(created.desc(), key.desc()).limit(limit)).all()
     return [order_message(conn, r._mapping) for r in rows]

@@ -3,9 +3,14 @@
 A flow hands `UnitOfWork.run` a plain function of a `Work`. The function runs inside the
 next group-committed transaction, and everything it records commits with it or not at all:
 
-- `guard=True` (every step that adds exposure or state) first checks the outbox backlog, so
-  no side effect is written that could not be audited: past the bound it fails closed;
+- `guard=Headroom.BOUND` (every step that adds exposure or state) first checks the outbox
+  backlog, so no side effect is written that could not be audited: past the bound it fails
+  closed. Risk-reducing steps (a stop, a flatten or reduce-only order) pass
+  `Headroom.RESERVE` and may use the reserve beyond it, so the brake works while audit is
+  down;
 - `work.event(...)` adds an audit event to the outbox in the same transaction;
+  `work.note(...)` one that records an answer rather than a change (a refusal, a replay),
+  kept only below the bound: refusals during an audit outage never eat the reserve;
 - `work.settle(...)` queues what risk must hear about an order (fills, closed, not
   executed). It is sent only after the commit: risk must never count a fill that did not
   happen. Sending is best effort; risk asks for any settlement it missed (GetSettlements).
@@ -19,6 +24,7 @@ inserting the same row at once, are retried a few times.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,11 +38,12 @@ from services.execution import idempotency
 from services.execution.idempotency import Claim, Progress
 from services.execution.riskgate import RiskControls
 from services.runtime import correlation, errors, outbox
-from services.runtime.outbox import Outbox
+from services.runtime.outbox import Headroom, Outbox
 from services.runtime.storage import Database
 from services.runtime.timeutil import utcnow
 
 T = TypeVar("T")
+log = logging.getLogger("gate4.execution")
 
 SOURCE = "execution"
 # deadlock_detected, serialization_failure, unique_violation
@@ -63,6 +70,17 @@ class Work:
     def event(self, type_: str, **fields: Any) -> None:
         self.box.add(self.conn, outbox.event(type_, source=SOURCE, **fields))
 
+    def note(self, type_: str, **fields: Any) -> None:
+        """An event recording an answer, not a change: kept while the backlog is below its
+        bound, else only logged (the caller got the answer and nothing was executed)."""
+        if self.box.has_room(self.conn):
+            self.event(type_, **fields)
+        else:
+            log.info(
+                "audit backlog full: answer not recorded",
+                extra={"event_type": type_, "outcome": fields.get("outcome", "")},
+            )
+
     def settle(self, settlement: risk_pb2.SettleOrderRequest) -> None:
         self.settlements.append(settlement)
 
@@ -77,13 +95,13 @@ class UnitOfWork:
         self.box = box
         self.risk = risk
 
-    async def run(self, op: Callable[[Work], T], *, guard: bool = False) -> T:
+    async def run(self, op: Callable[[Work], T], *, guard: Headroom | None = None) -> T:
         committed: list[Work] = []
 
         def transaction(conn: Connection) -> T:
             work = Work(conn, self.box)
-            if guard:
-                self.box.ensure_capacity(conn)
+            if guard is not None:
+                self.box.ensure_capacity(conn, guard)
             result = op(work)
             committed[:] = [work]
             return result
@@ -117,7 +135,7 @@ class UnitOfWork:
         transient = isinstance(error, (errors.RiskUnavailable, errors.DependencyUnavailable))
 
         def op(work: Work) -> None:
-            work.event(type_, **fields)
+            work.note(type_, **fields)
             if settlement is not None:
                 work.settle(settlement)
             if transient:
@@ -129,7 +147,7 @@ class UnitOfWork:
         progress.settled = True
         return error
 
-    async def check_capacity(self) -> None:
+    async def check_capacity(self, headroom: Headroom) -> None:
         """The backlog check alone, before asking risk: a command that could not be
         recorded is refused before a decision is made for it."""
-        await self.db.read(self.box.ensure_capacity)
+        await self.db.read(lambda c: self.box.check_capacity(c, headroom))

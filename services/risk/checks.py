@@ -18,8 +18,8 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import outcomes
 from services.risk.policy import Instruments, Policy
+from services.runtime import outcomes
 from services.runtime.timeutil import as_utc
 from services.runtime.validation import ID_RE, INSTRUMENT_RE
 
@@ -254,7 +254,7 @@ def reducing_breach(order: OrderContext) -> Breach | None:
     if position == 0 or (position > 0) == (order.side == "buy"):
         side = "long" if position > 0 else "short" if position < 0 else "flat"
         return Breach(
-            outcomes.REDUCE_ONLY_INVALID,
+            outcomes.REDUCE_ONLY_VIOLATION,
             "reduceOnly",
             fmt(position),
             "",
@@ -263,7 +263,7 @@ def reducing_breach(order: OrderContext) -> Breach | None:
         )
     if order.quantity > abs(position):
         return Breach(
-            outcomes.REDUCE_ONLY_INVALID,
+            outcomes.REDUCE_ONLY_VIOLATION,
             "reduceOnly",
             fmt(order.quantity),
             fmt(abs(position)),

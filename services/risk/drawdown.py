@@ -30,10 +30,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import killswitch, locks, outcomes, versions
+from services.risk import killswitch, locks, versions
 from services.risk.checks import fmt, pct
 from services.risk.policy import Policy
-from services.runtime import outbox
+from services.runtime import outbox, outcomes
 from services.runtime.outbox import Outbox
 from services.runtime.timeutil import as_utc, to_timestamp, utcnow
 

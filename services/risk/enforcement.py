@@ -32,7 +32,7 @@ import grpc
 
 from gate4.execution.v1 import execution_pb2
 from services.risk import killswitch, locks
-from services.runtime import correlation, errors
+from services.runtime import correlation, deadlines, errors
 from services.runtime.outbox import Outbox
 from services.runtime.storage import Database
 from services.runtime.timeutil import utcnow
@@ -163,8 +163,10 @@ class Enforcer:
 
     def enforce_later(self, job: killswitch.Enforcement) -> None:
         """Enforces in the background, so the caller (execution's ReportEquity) is answered
-        first and never waits on a call back into itself."""
-        task = asyncio.create_task(self.enforce(job))
+        first and never waits on a call back into itself. The enforcement outlives that
+        call, so it does not inherit its deadline."""
+        with deadlines.unbounded():
+            task = asyncio.create_task(self.enforce(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

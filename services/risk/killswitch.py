@@ -26,8 +26,8 @@ from google.protobuf import json_format
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import locks, outcomes
-from services.runtime import correlation, errors, outbox
+from services.risk import locks
+from services.runtime import correlation, errors, outbox, outcomes
 from services.runtime.outbox import Outbox
 from services.runtime.timeutil import to_timestamp, utcnow
 from services.runtime.validation import ID_RE

@@ -36,7 +36,6 @@ from services.risk import (
     exposure,
     killswitch,
     locks,
-    outcomes,
     ratelimit,
     reservations,
     versions,
@@ -44,7 +43,7 @@ from services.risk import (
 from services.risk.checks import Breach, DeploymentContext, OrderContext
 from services.risk.policy import Policy
 from services.risk.reservations import Reservation
-from services.runtime import outbox
+from services.runtime import outbox, outcomes
 from services.runtime.outbox import Outbox
 from services.runtime.timeutil import utcnow
 from services.runtime.validation import ID_RE
@@ -80,9 +79,17 @@ class _Verdict:
     breaches: list[Breach] = field(default_factory=list)
 
 
+def headroom(command: Command) -> outbox.Headroom:
+    """Risk-reducing commands may use the outbox reserve: they pass while audit is down."""
+    reducing = command.kind in ALWAYS_ALLOWED or (
+        command.kind == ORDER_SUBMIT and bool(command.details.get("reduceOnly"))
+    )
+    return outbox.Headroom.RESERVE if reducing else outbox.Headroom.BOUND
+
+
 def decide(conn: Connection, box: Outbox, command: Command, now: datetime) -> risk_pb2.RiskDecision:
     """Runs inside a write op: evaluates, then records the decision in the same transaction."""
-    box.ensure_capacity(conn)
+    box.ensure_capacity(conn, headroom(command))
     if command.kind == ORDER_SUBMIT and command.account_id:
         locks.hold(conn, locks.account_key(command.tenant_id, command.account_id))
     record = versions.active_policy(conn, command.tenant_id, command.account_id)
@@ -301,7 +308,7 @@ def undecided(conn: Connection, box: Outbox, command: Command, why: str) -> risk
     decision is voided and the order's row records the refusal. With the lock busy the
     refusal is only audited, and whatever an earlier decision reserved stays reserved.
     """
-    box.ensure_capacity(conn)
+    box.ensure_capacity(conn, headroom(command))
     verdict = _Verdict(
         outcomes.RISK_UNDECIDED, f"risk could not decide ({why}); the command is refused"
     )

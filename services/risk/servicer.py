@@ -18,14 +18,13 @@ from services.risk import (
     drawdown,
     killswitch,
     locks,
-    outcomes,
     policy,
     pretrade,
     settlement,
     versions,
 )
 from services.risk.enforcement import Enforcer
-from services.runtime import correlation, errors, outbox
+from services.runtime import correlation, deadlines, errors, outbox, outcomes
 from services.runtime.outbox import Outbox
 from services.runtime.storage import Database
 from services.runtime.timeutil import as_utc, to_timestamp, utcnow
@@ -35,7 +34,9 @@ log = logging.getLogger("gate4.risk")
 T = TypeVar("T")
 
 Context = aio.ServicerContext[object, object]
-MAX_VERSIONS = 100
+# A page of versions, as for every list of the API: 1..500, 100 when not asked.
+DEFAULT_VERSIONS = 100
+MAX_VERSIONS = 500
 RISK_OFFICER = "risk-officer"
 REASON_MAX = 500
 # Seconds an engage keeps for reading and answering after its inline enforcement.
@@ -123,7 +124,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         self, request: risk_pb2.ListPolicyVersionsRequest, context: Context
     ) -> risk_pb2.ListPolicyVersionsResponse:
         tenant = correlation.current().tenant_id
-        limit = request.limit or MAX_VERSIONS
+        limit = request.limit or DEFAULT_VERSIONS
         if not 1 <= limit <= MAX_VERSIONS:
             raise errors.ValidationFailed(
                 "limit out of range",
@@ -359,7 +360,9 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         )
 
         def op(conn: Connection) -> drawdown.Result:
-            self.outbox.ensure_capacity(conn)
+            # Equity reports drive drawdown trips: they may use the reserve, so a trip can
+            # still fire while audit is down.
+            self.outbox.ensure_capacity(conn, outbox.Headroom.RESERVE)
             return drawdown.record(conn, self.outbox, tenant, report)
 
         result = await self._serialised(op)
@@ -419,7 +422,8 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         reason = _reason(request.reason)
 
         def op(conn: Connection) -> tuple[risk_pb2.KillSwitch, bool]:
-            self.outbox.ensure_capacity(conn)
+            # Engaging is the brake: it may use the reserve while audit is down.
+            self.outbox.ensure_capacity(conn, outbox.Headroom.RESERVE)
             locks.hold(conn, locks.tenant_key(corr.tenant_id))
             # The policy that governs the scope: the account's own or the tenant-wide one.
             if ref.scope == "deployment":
@@ -438,8 +442,9 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
                 reason=reason,
                 by=corr.user_id,
                 evidence=evidence,
-                # Without a valid policy nobody said "flatten": cancel only.
-                flatten=rule.flatten,
+                # Engaging by hand halts new risk; positions are closed only when asked.
+                # (A drawdown trip follows the policy's flattenOnTrip: drawdown.py.)
+                flatten=request.flatten,
             )
 
         state, changed = await self._serialised(op)
@@ -452,7 +457,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         if job is not None:
             # Enforced before answering, so the reply shows it; within the caller's deadline,
             # leaving time to answer (a slower enforcement is finished by the retry loop).
-            remaining = context.time_remaining()
+            remaining = deadlines.remaining()
             timeout = None if remaining is None else max(remaining - ANSWER_MARGIN, 0.1)
             await self.enforcer.enforce(job, within=timeout)
         return await self.db.read(

@@ -26,10 +26,10 @@ from decimal import Decimal
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import ledger, locks, outcomes, reservations
+from services.risk import ledger, locks, reservations
 from services.risk.checks import Position, fmt
 from services.risk.reservations import Reservation
-from services.runtime import outbox
+from services.runtime import outbox, outcomes
 from services.runtime.outbox import Outbox
 from services.runtime.validation import Checker
 
@@ -130,7 +130,9 @@ def apply(
     if held.state != reservations.OPEN or recent or other:
         return Applied(known=True)
     if settlement.not_executed_reason:
-        box.ensure_capacity(conn)
+        # Bookkeeping of what happened (an approval that was never executed) reduces
+        # reserved exposure: it may use the reserve.
+        box.ensure_capacity(conn, outbox.Headroom.RESERVE)
         changed = reservations.advance(
             conn, held, filled=settlement.filled, state=reservations.NOT_EXECUTED, now=now
         )

@@ -30,14 +30,24 @@ class BaseService:
             name=self.name,
             max_batch=self.settings.group_commit_max_batch,
         )
-        self.outbox = Outbox(self.db, self.name, self.settings.outbox_max_backlog)
+        self.outbox = Outbox(
+            self.db,
+            self.name,
+            self.settings.outbox_max_backlog,
+            self.settings.outbox_reserve,
+        )
         self.channels: dict[str, grpc.aio.Channel] = {}
 
     async def start(self, server: grpc.aio.Server) -> None:
         migrate(self.db, self.migrations, self.name)
         self.db.start()
         wanted = {*self.peers, *(("audit",) if self.uses_outbox else ())}
-        self.channels = {peer: channel(self.settings, peer) for peer in sorted(wanted)}
+        self.channels = {
+            peer: channel(
+                self.settings, peer, self.settings.dependency_timeout(peer), identity=self.name
+            )
+            for peer in sorted(wanted)
+        }
         if self.uses_outbox:
             self.outbox.start(self.channels["audit"])
         self.register(server)

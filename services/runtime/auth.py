@@ -1,7 +1,8 @@
 """Credentials: JWT bearer tokens (verified with PyJWT) and per-tenant API keys.
 
 Tokens carry `sub` (user), `tenant` and `roles`. HS256 with a shared secret is the dev
-default; RS256/ES256 with a PEM public key or a JWKS URL is configured by environment.
+default; RS256/ES256 with a PEM public key or a JWKS URL is configured by environment (and
+dev credentials are then signed with GATE4_JWT_PRIVATE_KEY_FILE).
 API keys look like `g4k_<keyId>_<secret>`; only the SHA-256 of the whole key is stored
 (keys are 256-bit random, so a fast hash is enough, unlike passwords).
 """
@@ -82,10 +83,29 @@ class TokenVerifier:
         )
 
 
+class SigningKeyMissing(ValueError):
+    """An RS/ES algorithm is configured but no private key to sign with."""
+
+
+def signing_key(settings: Settings) -> tuple[str, Any]:
+    """The first configured algorithm and what signs with it: the HS secret, or the PEM
+    private key of GATE4_JWT_PRIVATE_KEY_FILE for RS256/ES256 (dev credentials and tests;
+    production tokens come from your issuer)."""
+    algorithm = next((a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()), "")
+    if algorithm.upper().startswith("HS"):
+        return algorithm, settings.jwt_secret
+    if not settings.jwt_private_key_file:
+        raise SigningKeyMissing(
+            f"GATE4_JWT_ALGORITHMS={settings.jwt_algorithms} needs GATE4_JWT_PRIVATE_KEY_FILE to "
+            "sign tokens"
+        )
+    return algorithm, Path(settings.jwt_private_key_file).read_text()
+
+
 def mint_token(
     settings: Settings, *, tenant_id: str, user_id: str, roles: list[str], ttl_seconds: int
 ) -> str:
-    """Signs an HS256 token with the configured secret (dev credentials and tests)."""
+    """Signs a token with the first configured algorithm (see `signing_key`)."""
     now = int(time.time())
     payload: dict[str, Any] = {
         "sub": user_id,
@@ -99,7 +119,8 @@ def mint_token(
         payload["iss"] = settings.jwt_issuer
     if settings.jwt_audience:
         payload["aud"] = settings.jwt_audience
-    return jwt.encode(payload, settings.jwt_secret, algorithm="HS256")
+    algorithm, key = signing_key(settings)
+    return jwt.encode(payload, key, algorithm=algorithm)
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,31 @@ from them. Defaults are for local development only.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("audit", "risk", "execution", "conversation")
+#: The folder under the var dir where processes write their span files.
+TRACES_DIR = "traces"
 ServiceName = Literal["audit", "risk", "execution", "conversation", "gateway"]
+#: Internal identities: every process calls services as one of these (services/runtime/identity.py).
+IDENTITIES = ("gateway", *SERVICES)
 
 # Dev-only defaults: refused when GATE4_ENV=prod.
 DEV_JWT_SECRET = "gate4-dev-only-jwt-secret-change-me-in-production"  # noqa: S105
-DEV_SERVICE_TOKEN = "gate4-dev-only-service-token"  # noqa: S105
+DEV_SERVICE_TOKENS = {name: f"gate4-dev-only-{name}-service-token" for name in IDENTITIES}
+_DIGEST_ENTRY = re.compile(r"^([a-z]+)=([0-9a-f]{64})$")
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of a service token: what a service keeps to recognise its callers."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Settings(BaseSettings):
@@ -27,6 +39,10 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "dev"
     var_dir: Path = Path("var")
     log_level: str = "INFO"
+    # Local span files (var/traces/): each process rolls its file over at this size, and the
+    # folder is pruned (oldest rolled-over files first) to stay under the total.
+    trace_file_max_bytes: int = Field(default=32 * 1024 * 1024, ge=4096)
+    traces_max_bytes: int = Field(default=512 * 1024 * 1024, ge=4096)
 
     # Storage: empty means SQLite under var_dir; a per-service URL wins over the shared one.
     database_url: str = ""
@@ -37,6 +53,10 @@ class Settings(BaseSettings):
     gateway_database_url: str = ""
     group_commit_max_batch: int = Field(default=256, ge=1)
     outbox_max_backlog: int = Field(default=10_000, ge=1)
+    # Headroom beyond the bound kept for risk-reducing commands (stop, flatten, cancel,
+    # kill-switch engage, reduce-only orders) and equity reports: the brake works while
+    # audit is down. Bounded too: past it, those are refused as well.
+    outbox_reserve: int = Field(default=1_000, ge=0)
 
     # Addresses (host:port) each service listens on and every client dials.
     audit_addr: str = "127.0.0.1:50051"
@@ -46,7 +66,14 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
 
+    # The budget of a request: the deadline of the gateway's call (and of calls made outside
+    # any request). A service calling a dependency waits at most that dependency's timeout,
+    # and never past its own caller's deadline less the margin (services/runtime/deadlines.py).
     rpc_timeout_seconds: float = Field(default=5.0, gt=0)
+    deadline_margin_seconds: float = Field(default=0.5, ge=0)
+    risk_timeout_seconds: float = Field(default=2.0, gt=0)
+    audit_timeout_seconds: float = Field(default=5.0, gt=0)
+    execution_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # Risk: how long an approved order's reservation may go unsettled before risk asks
     # execution about it, and how old an approval must be before an order execution never
@@ -56,21 +83,75 @@ class Settings(BaseSettings):
     # Deadline of risk's EnforceKillSwitch call: long enough to cancel and flatten a scope.
     risk_enforcement_timeout_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
-    service_token: str = DEV_SERVICE_TOKEN
+
+    # Internal identities (docs/portal/operations/gate4-security-model.md): each process sends
+    # its own token on every call it makes; a service tells its callers apart by the tokens'
+    # SHA-256 in GATE4_SERVICE_TOKEN_DIGESTS (empty: the digests of the five tokens below, as
+    # in dev), or with GATE4_TLS=mtls by their certificates.
+    gateway_service_token: str = DEV_SERVICE_TOKENS["gateway"]
+    audit_service_token: str = DEV_SERVICE_TOKENS["audit"]
+    risk_service_token: str = DEV_SERVICE_TOKENS["risk"]
+    execution_service_token: str = DEV_SERVICE_TOKENS["execution"]
+    conversation_service_token: str = DEV_SERVICE_TOKENS["conversation"]
+    service_token_digests: str = ""
+    # gRPC transport: off (plaintext, dev), tls (servers prove who they are) or mtls (callers
+    # too: the certificate is the caller's identity). Files under tls_dir (empty: var/tls).
+    tls: Literal["off", "tls", "mtls"] = "off"
+    tls_dir: str = ""
 
     # Authentication: HS256 with a shared secret by default; RS256 with a PEM key or a JWKS URL.
     jwt_secret: str = DEV_JWT_SECRET
     jwt_algorithms: str = "HS256"
+    # Prod refuses HS256 (whoever verifies can also sign) unless this says it is intended.
+    jwt_allow_hs256: bool = False
     jwt_public_key_file: str = ""
+    # PEM private key that `gate4 dev credentials` signs RS256/ES256 tokens with.
+    jwt_private_key_file: str = ""
     jwt_jwks_url: str = ""
     jwt_issuer: str = "gate4-dev"
     jwt_audience: str = "gate4-platform"
     jwt_leeway_seconds: int = Field(default=30, ge=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 
+    @field_validator("service_token_digests")
+    @classmethod
+    def _digests_are_well_formed(cls, value: str) -> str:
+        seen: dict[str, str] = {}
+        for entry in (e.strip() for e in value.split(",") if e.strip()):
+            match = _DIGEST_ENTRY.match(entry)
+            if match is None or match.group(1) not in IDENTITIES:
+                # Names only: a token pasted here by mistake must not reach a log.
+                raise ValueError(
+                    f"entry for {entry.partition('=')[0][:16]!r}: write <identity>=<sha256 "
+                    f"hex> with identities {', '.join(IDENTITIES)}"
+                )
+            if match.group(2) in seen.values():
+                raise ValueError("two identities share one token: callers cannot be told apart")
+            seen[match.group(1)] = match.group(2)
+        return value
+
+    def service_token_of(self, identity: str) -> str:
+        token: str = getattr(self, f"{identity}_service_token")
+        return token
+
+    def service_token_digest_map(self) -> dict[str, str]:
+        """identity -> SHA-256 of its token: the callers a service recognises by token."""
+        if self.service_token_digests.strip():
+            pairs = (e.strip().split("=", 1) for e in self.service_token_digests.split(","))
+            return {name: digest for name, digest in pairs if name}
+        return {name: token_digest(self.service_token_of(name)) for name in IDENTITIES}
+
+    def tls_path(self) -> Path:
+        return Path(self.tls_dir) if self.tls_dir else self.var_dir / "tls"
+
     def service_addr(self, service: str) -> str:
         addr: str = getattr(self, f"{service}_addr")
         return addr
+
+    def dependency_timeout(self, service: str) -> float:
+        """How long a service waits for a call to `service` (capped by its caller's budget)."""
+        timeout: float = getattr(self, f"{service}_timeout_seconds", self.rpc_timeout_seconds)
+        return timeout
 
     def database_url_for(self, service: str) -> str:
         specific: str = getattr(self, f"{service}_database_url")
@@ -80,18 +161,18 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.var_dir / f'{service}.db').resolve()}"
 
-    def check_production_safety(self) -> None:
-        """Refuses to run outside dev with the dev-only secrets."""
-        if self.env != "prod":
-            return
-        if self.jwt_secret == DEV_JWT_SECRET and "HS256" in self.jwt_algorithms:
-            raise RuntimeError("GATE4_JWT_SECRET must be set when GATE4_ENV=prod")
-        if self.service_token == DEV_SERVICE_TOKEN:
-            raise RuntimeError("GATE4_SERVICE_TOKEN must be set when GATE4_ENV=prod")
+    def check_production_safety(self, identity: str) -> None:
+        """With GATE4_ENV=prod, raises `UnsafeConfiguration` naming every weak variable the
+        process `identity` would start with (services/runtime/production.py)."""
+        # Imported here: production.py reads this module's dev defaults.
+        from services.runtime.production import UnsafeConfiguration, production_problems
+
+        problems = production_problems(self, identity)
+        if problems:
+            raise UnsafeConfiguration(identity, problems)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    settings = Settings()
-    settings.check_production_safety()
-    return settings
+    """The process's settings; each process checks them for prod with its own identity."""
+    return Settings()

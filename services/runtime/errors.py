@@ -285,6 +285,15 @@ def error_class(code: str) -> type[Gate4Error] | None:
     return _BY_CODE.get(code)
 
 
+def public_errors() -> list[type[Gate4Error]]:
+    """Every error a caller can be answered with, by HTTP status: the API's list of codes.
+
+    The OpenAPI document's error table and the quickstart's list these and only these.
+    """
+    public = [cls for cls in _BY_CODE.values() if cls is not UnmappedError]
+    return sorted(public, key=lambda cls: (cls.http_status, cls.code))
+
+
 def to_rpc_status(error: Gate4Error) -> status_pb2.Status:
     """Builds the rich google.rpc.Status for an error (ErrorInfo, BadRequest)."""
     info = error_details_pb2.ErrorInfo(reason=error.error_code(), domain=ERROR_DOMAIN)
@@ -375,6 +384,7 @@ __all__ = [
     "error_class",
     "from_rpc",
     "from_rpc_error",
+    "public_errors",
     "to_rpc_status",
     "trailing_metadata",
 ]

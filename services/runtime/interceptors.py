@@ -1,17 +1,18 @@
 """gRPC interceptors shared by every service.
 
-Server side: checks the internal service token, requires a tenant on every RPC, binds the
-correlation ids for the call, and maps `Gate4Error` (or any unexpected exception) to a rich
-gRPC status. Client side: writes the current correlation ids into metadata and W3C baggage.
+Server side: identifies the calling service (token or certificate, services/runtime/identity.py)
+and checks that it may call the method (services/runtime/callers.py), requires a tenant on
+every RPC, binds the correlation ids for the call, and maps `Gate4Error` (or any unexpected
+exception) to a rich gRPC status. Client side: writes the current correlation ids into
+metadata and W3C baggage.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import Token
 from typing import Any
 
@@ -19,12 +20,15 @@ import grpc
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
 
-from services.runtime import correlation, errors
+from services.runtime import correlation, deadlines, errors
+from services.runtime.callers import ALLOWED_CALLERS, authorize_caller
+from services.runtime.identity import CallerIdentifier
 
 log = logging.getLogger("gate4.rpc")
 
-# Health checks and reflection carry no tenant and need no token.
+# Health checks and reflection carry no tenant and need no identity.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_EXPIRED = "the caller's deadline passed before this call began; nothing was done"
 
 
 def _metadata_dict(metadata: Any) -> dict[str, str]:
@@ -32,8 +36,13 @@ def _metadata_dict(metadata: Any) -> dict[str, str]:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service_token: str) -> None:
-        self._token = service_token.encode()
+    def __init__(
+        self,
+        identifier: CallerIdentifier,
+        callers: Mapping[str, frozenset[str]] = ALLOWED_CALLERS,
+    ) -> None:
+        self._identifier = identifier
+        self._callers = callers
 
     async def intercept_service(
         self,
@@ -61,10 +70,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    def _admit(self, metadata: dict[str, str]) -> correlation.Correlation:
-        token = metadata.get(correlation.MD_SERVICE_TOKEN, "").encode()
-        if not hmac.compare_digest(token, self._token):
-            raise errors.Unauthenticated("missing or invalid service token")
+    def _admit(
+        self, method: str, metadata: dict[str, str], ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> correlation.Correlation:
+        caller = self._identifier.caller(metadata, ctx.auth_context())
+        authorize_caller(method, caller, self._callers)
         corr = correlation.from_metadata(metadata)
         if not corr.tenant_id or not correlation.TENANT_ID_RE.match(corr.tenant_id):
             raise errors.Unauthenticated("every call must name its tenant in x-tenant-id")
@@ -80,8 +90,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             corr = self._admit_or_fail(method, metadata, ctx, started)
             if corr is None:
                 return None
+            budget = deadlines.incoming(
+                ctx.time_remaining(), metadata.get(deadlines.MD_DEADLINE, "")
+            )
+            if budget is not None and budget <= 0:
+                # Queued while this process was paused: the caller gave up before it began.
+                _log_call(method, errors.DeadlineExceeded.code, started)
+                _fail(ctx, errors.DeadlineExceeded(_EXPIRED))
+                return None
             code = "OK"
-            with correlation.bound(corr):
+            error: errors.Gate4Error | None = None
+            with correlation.bound(corr), deadlines.bound(budget):
                 trace.get_current_span().set_attributes(corr.span_attributes())
                 try:
                     return await behavior(request, ctx)
@@ -91,7 +110,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     _fail(ctx, error)
                     return None
                 finally:
-                    _log_call(method, code, started)
+                    _log_call(method, code, started, error)
 
         return wrapper
 
@@ -106,7 +125,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             if corr is None:
                 return
             code = "OK"
-            with correlation.bound(corr):
+            error: errors.Gate4Error | None = None
+            budget = deadlines.incoming(
+                ctx.time_remaining(), metadata.get(deadlines.MD_DEADLINE, "")
+            )
+            with correlation.bound(corr), deadlines.bound(budget):
                 trace.get_current_span().set_attributes(corr.span_attributes())
                 try:
                     async for item in behavior(request, ctx):
@@ -116,7 +139,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     code = error.error_code()
                     _fail(ctx, error)
                 finally:
-                    _log_call(method, code, started)
+                    _log_call(method, code, started, error)
 
         return wrapper
 
@@ -128,7 +151,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         started: float,
     ) -> correlation.Correlation | None:
         try:
-            return self._admit(metadata)
+            return self._admit(method, metadata, ctx)
         except errors.Gate4Error as exc:
             _log_call(method, exc.error_code(), started)
             _fail(ctx, exc)
@@ -161,23 +184,32 @@ def _fail(ctx: grpc.aio.ServicerContext[Any, Any], error: errors.Gate4Error) -> 
     ctx.set_trailing_metadata(errors.trailing_metadata(error))
 
 
-def _log_call(method: str, code: str, started: float) -> None:
-    log.info(
-        "rpc",
-        extra={
-            "rpc.method": method,
-            "rpc.code": code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-        },
+def _log_call(
+    method: str, code: str, started: float, error: errors.Gate4Error | None = None
+) -> None:
+    """The call's one log line. An error the caller gets is logged here, once, without a
+    traceback: a refusal at INFO, a failure of the platform's own (5xx) at WARNING."""
+    extra: dict[str, Any] = {
+        "rpc.method": method,
+        "rpc.code": code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    if error is not None:
+        extra["rpc.detail"] = error.detail
+    level = (
+        logging.WARNING if error is not None and error.status_for_http() >= 500 else logging.INFO
     )
+    log.log(level, "rpc", extra=extra)
 
 
 class _CorrelationClient:
-    """Adds the service token and the caller's correlation ids to every outgoing call."""
+    """Adds the service token and the caller's correlation ids to every outgoing call, and
+    gives a unary call what is left of the caller's deadline (services/runtime/deadlines.py)."""
 
-    def __init__(self, service_token: str, default_timeout: float) -> None:
+    def __init__(self, service_token: str, default_timeout: float, margin: float) -> None:
         self._token = service_token
         self._timeout = default_timeout
+        self._margin = margin
 
     def _details(
         self, details: grpc.aio.ClientCallDetails, unary: bool
@@ -190,14 +222,19 @@ class _CorrelationClient:
         for key, value in corr.metadata():
             if key not in existing:
                 metadata.add(key, value)
-        metadata.add(correlation.MD_SERVICE_TOKEN, self._token)
+        if self._token:  # none with mtls: the certificate says who is calling
+            metadata.add(correlation.MD_SERVICE_TOKEN, self._token)
         ctx = context.get_current()
         for attr, key in correlation.BAGGAGE_KEYS.items():
             value = getattr(corr, attr)
             if value:
                 ctx = baggage.set_baggage(key, value, ctx)
-        # Streams (subscriptions) are long-lived: only unary calls get the default deadline.
-        timeout = details.timeout if details.timeout is not None or not unary else self._timeout
+        # Streams (subscriptions) are long-lived: only unary calls get a deadline.
+        timeout = details.timeout
+        if unary:
+            timeout = deadlines.outgoing(timeout or self._timeout, self._margin)
+        if timeout is not None:
+            metadata.add(deadlines.MD_DEADLINE, deadlines.stamp(timeout))
         new = grpc.aio.ClientCallDetails(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
@@ -223,8 +260,10 @@ class StreamClientInterceptor(_CorrelationClient, grpc.aio.UnaryStreamClientInte
             context.detach(token)
 
 
-def client_interceptors(service_token: str, default_timeout: float) -> list[Any]:
+def client_interceptors(
+    service_token: str, default_timeout: float, margin: float = 0.0
+) -> list[Any]:
     return [
-        UnaryClientInterceptor(service_token, default_timeout),
-        StreamClientInterceptor(service_token, default_timeout),
+        UnaryClientInterceptor(service_token, default_timeout, margin),
+        StreamClientInterceptor(service_token, default_timeout, margin),
     ]

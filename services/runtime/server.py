@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from typing import Protocol
 
 import grpc
@@ -12,7 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from services.runtime.config import Settings, get_settings
+from services.runtime.identity import CallerIdentifier, server_credentials
 from services.runtime.interceptors import ServerInterceptor
+from services.runtime.production import UnsafeConfiguration
 from services.runtime.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger("gate4.server")
@@ -34,11 +37,12 @@ class ServiceApp(Protocol):
 
 async def serve(app: ServiceApp, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
+    settings.check_production_safety(app.name)
     setup_telemetry(app.name, settings)
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
-            ServerInterceptor(settings.service_token),
+            ServerInterceptor(CallerIdentifier(settings)),
         ],
         options=[("grpc.so_reuseport", 0)],
     )
@@ -46,11 +50,15 @@ async def serve(app: ServiceApp, settings: Settings | None = None) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await app.start(server)
     addr = settings.service_addr(app.name)
-    server.add_insecure_port(addr)
+    credentials = server_credentials(settings, app.name)
+    if credentials is None:
+        server.add_insecure_port(addr)
+    else:
+        server.add_secure_port(addr, credentials)
     await server.start()
     for name in ("", *app.service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", extra={"addr": addr, "service": app.name})
+    log.info("serving", extra={"addr": addr, "service": app.name, "tls": settings.tls})
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,4 +81,8 @@ async def serve(app: ServiceApp, settings: Settings | None = None) -> None:
 
 
 def run(app: ServiceApp) -> None:
-    asyncio.run(serve(app))
+    try:
+        asyncio.run(serve(app))
+    except UnsafeConfiguration as exc:
+        # Refused before logging is set up: the reasons go to stderr, and the exit fails.
+        sys.exit(f"gate4: {exc}")

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 from services.runtime.errors import FieldError, ValidationFailed
+from services.runtime.pagination import NewestFirst
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 INSTRUMENT_RE = re.compile(r"^[A-Z0-9][A-Z0-9._/-]{0,31}$")
@@ -79,6 +80,15 @@ class Checker:
         if not 1 <= value <= maximum:
             self.fail(field, f"between 1 and {maximum}")
         return value
+
+    def newest_first_cursor(self, field: str, value: str) -> NewestFirst | None:
+        """The position a newest-first page continues after; empty means the first page."""
+        if not value:
+            return None
+        position = NewestFirst.parse(value)
+        if position is None:
+            self.fail(field, "the nextCursor of an earlier page")
+        return position
 
     def done(self, detail: str = "invalid request") -> None:
         if self.problems:

@@ -41,6 +41,16 @@ def ids(events: Any) -> list[str]:
     return [e.event_id for e in events]
 
 
+def appender(tenant: str) -> rpc.Metadata:
+    """Metadata of a service that ships its outbox (only they may append)."""
+    return rpc.metadata(tenant, caller="execution")
+
+
+def subscriber(tenant: str, roles: tuple[str, ...] | list[str] = ()) -> rpc.Metadata:
+    """Metadata of the notification feed (only conversation may subscribe)."""
+    return rpc.metadata(tenant, roles=roles, caller="conversation")
+
+
 def refused(call: Any, *args: Any, **kwargs: Any) -> tuple[grpc.StatusCode, Any]:
     with pytest.raises(grpc.RpcError) as excinfo:
         call(*args, **kwargs)
@@ -61,7 +71,7 @@ def test_append_assigns_chain_fields_and_reappend_is_idempotent(
         reason="within limits",
         data={"limit": 5, "ratio": 0.25, "tags": ["a", "b"], "nested": {"ok": True}},
     )
-    first = audit.stub.Append(audit_pb2.AppendRequest(event=sent), metadata=rpc.metadata(tenant))
+    first = audit.stub.Append(audit_pb2.AppendRequest(event=sent), metadata=appender(tenant))
     assert not first.duplicate
     stored = first.event
     assert (stored.tenant_id, stored.sequence, stored.prev_hash) == (tenant, 1, GENESIS)
@@ -79,7 +89,7 @@ def test_append_assigns_chain_fields_and_reappend_is_idempotent(
     retry = audit_pb2.AuditEvent()
     retry.CopyFrom(sent)
     retry.outcome = "CHANGED"
-    again = audit.stub.Append(audit_pb2.AppendRequest(event=retry), metadata=rpc.metadata(tenant))
+    again = audit.stub.Append(audit_pb2.AppendRequest(event=retry), metadata=appender(tenant))
     assert again.duplicate
     assert again.event == stored
     assert ids(audit.query(tenant).events) == [sent.event_id]
@@ -98,14 +108,14 @@ def test_append_batch_counts_duplicates_in_and_across_batches(
 ) -> None:
     a, b, c = event(), event(), event()
     first = audit.stub.AppendBatch(
-        audit_pb2.AppendBatchRequest(events=[a, b, a]), metadata=rpc.metadata(tenant)
+        audit_pb2.AppendBatchRequest(events=[a, b, a]), metadata=appender(tenant)
     )
     assert first.duplicates == 1
     assert [e.sequence for e in first.events] == [1, 2, 1]
     assert first.events[2] == first.events[0]
 
     second = audit.stub.AppendBatch(
-        audit_pb2.AppendBatchRequest(events=[b, c]), metadata=rpc.metadata(tenant)
+        audit_pb2.AppendBatchRequest(events=[b, c]), metadata=appender(tenant)
     )
     assert second.duplicates == 1
     assert [e.sequence for e in second.events] == [2, 3]
@@ -153,7 +163,7 @@ def test_invalid_events_are_refused_with_the_field_named(
     code, err = refused(
         audit.stub.Append,
         audit_pb2.AppendRequest(event=audit_pb2.AuditEvent(**fields)),
-        metadata=rpc.metadata(tenant),
+        metadata=appender(tenant),
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.error_code() == "VALIDATION_FAILED"
@@ -170,7 +180,7 @@ def test_batch_validation_names_every_bad_event_and_stores_none(
     code, err = refused(
         audit.stub.AppendBatch,
         audit_pb2.AppendBatchRequest(events=[good, bad_type, no_id]),
-        metadata=rpc.metadata(tenant),
+        metadata=appender(tenant),
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.error_code() == "VALIDATION_FAILED"
@@ -191,14 +201,14 @@ def test_batch_size_is_bounded(audit: RunningAudit, tenant: str, size: int) -> N
     code, err = refused(
         audit.stub.AppendBatch,
         audit_pb2.AppendBatchRequest(events=[event() for _ in range(size)]),
-        metadata=rpc.metadata(tenant),
+        metadata=appender(tenant),
     )
     assert (code, err.error_code()) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
     assert err.field_errors == [FieldError("events", "must hold 1 to 1000 events")]
 
 
 def test_append_without_an_event_is_refused(audit: RunningAudit, tenant: str) -> None:
-    code, err = refused(audit.stub.Append, audit_pb2.AppendRequest(), metadata=rpc.metadata(tenant))
+    code, err = refused(audit.stub.Append, audit_pb2.AppendRequest(), metadata=appender(tenant))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert field_names(err) == {"event"}
 
@@ -209,7 +219,7 @@ def test_append_without_an_event_is_refused(audit: RunningAudit, tenant: str) ->
         ({"limit": 501}, "limit"),
         ({"limit": -1}, "limit"),
         ({"cursor": "not a cursor"}, "cursor"),
-        ({"cursor": "cDEyYQ"}, "cursor"),  # base64url of "p12a"
+        ({"cursor": "cDEyYQ"}, "cursor"),  # a cursor is a position: digits only
         ({"since": ts(T0), "until": ts(T0)}, "until"),
     ],
 )
@@ -307,13 +317,13 @@ def test_tenants_are_isolated(audit: RunningAudit) -> None:
     # B cannot write into A's chain, neither by naming A nor by reusing A's event id.
     foreign = event(tenant_id=a)
     code, err = refused(
-        audit.stub.Append, audit_pb2.AppendRequest(event=foreign), metadata=rpc.metadata(b)
+        audit.stub.Append, audit_pb2.AppendRequest(event=foreign), metadata=appender(b)
     )
     assert (code, err.error_code()) == (grpc.StatusCode.PERMISSION_DENIED, "TENANT_MISMATCH")
     replay = audit_pb2.AuditEvent()
     replay.CopyFrom(a_event)
     code, err = refused(
-        audit.stub.Append, audit_pb2.AppendRequest(event=replay), metadata=rpc.metadata(b)
+        audit.stub.Append, audit_pb2.AppendRequest(event=replay), metadata=appender(b)
     )
     assert (code, err.error_code()) == (grpc.StatusCode.FAILED_PRECONDITION, "STATE_CONFLICT")
     assert "req_tenant_a" not in err.detail
@@ -323,7 +333,7 @@ def test_tenants_are_isolated(audit: RunningAudit) -> None:
 
     # B's stream starts at B's own event, although A's came first.
     stream = audit.stub.Subscribe(
-        audit_pb2.SubscribeRequest(after_position=0), metadata=rpc.metadata(b), timeout=10
+        audit_pb2.SubscribeRequest(after_position=0), metadata=subscriber(b), timeout=10
     )
     try:
         assert next(stream).event_id == b_stored.event_id
@@ -411,7 +421,7 @@ def test_subscribe_streams_the_backlog_then_tails_new_events(
 ) -> None:
     backlog = audit.append(tenant, event("order.submitted"), event("risk.decision"))
     stream = audit.stub.Subscribe(
-        audit_pb2.SubscribeRequest(after_position=0), metadata=rpc.metadata(tenant), timeout=15
+        audit_pb2.SubscribeRequest(after_position=0), metadata=subscriber(tenant), timeout=15
     )
     try:
         assert [next(stream), next(stream)] == backlog
@@ -428,7 +438,7 @@ def test_subscribe_streams_the_backlog_then_tails_new_events(
         audit_pb2.SubscribeRequest(
             after_position=backlog[0].position, types=["risk.decision", "order.filled"]
         ),
-        metadata=rpc.metadata(tenant),
+        metadata=subscriber(tenant),
         timeout=15,
     )
     try:
@@ -446,10 +456,10 @@ def test_subscribe_all_tenants_is_for_internal_callers_only(audit: RunningAudit)
     (second,) = audit.append(b, event())
     request = audit_pb2.SubscribeRequest(after_position=first.position - 1, all_tenants=True)
 
-    code, err = refused(lambda: next(audit.stub.Subscribe(request, metadata=rpc.metadata(a))))
+    code, err = refused(lambda: next(audit.stub.Subscribe(request, metadata=subscriber(a))))
     assert (code, err.error_code()) == (grpc.StatusCode.PERMISSION_DENIED, "FORBIDDEN")
 
-    stream = audit.stub.Subscribe(request, metadata=rpc.metadata(a, roles=["internal"]), timeout=15)
+    stream = audit.stub.Subscribe(request, metadata=subscriber(a, roles=["internal"]), timeout=15)
     try:
         assert [next(stream).event_id, next(stream).event_id] == ids([first, second])
     finally:
@@ -458,7 +468,7 @@ def test_subscribe_all_tenants_is_for_internal_callers_only(audit: RunningAudit)
     code, _ = refused(
         lambda: next(
             audit.stub.Subscribe(
-                audit_pb2.SubscribeRequest(after_position=-1), metadata=rpc.metadata(a)
+                audit_pb2.SubscribeRequest(after_position=-1), metadata=subscriber(a)
             )
         )
     )
@@ -479,7 +489,7 @@ def test_two_audit_processes_on_one_database_keep_one_chain(
     ):
         # A subscriber on one process sees what the other commits (through the poll).
         stream = one.stub.Subscribe(
-            audit_pb2.SubscribeRequest(), metadata=rpc.metadata(tenant), timeout=30
+            audit_pb2.SubscribeRequest(), metadata=subscriber(tenant), timeout=30
         )
         try:
             errors: list[BaseException] = []
@@ -522,7 +532,7 @@ def test_sigterm_drains_and_exits_zero(database_url: str, tmp_path: Path) -> Non
     with running_audit(tmp_path, database_url) as service:  # the default 10 s grace
         (stored,) = service.append(tenant, event())
         stream = service.stub.Subscribe(
-            audit_pb2.SubscribeRequest(), metadata=rpc.metadata(tenant), timeout=30
+            audit_pb2.SubscribeRequest(), metadata=subscriber(tenant), timeout=30
         )
         assert next(stream) == stored
         proc = service.process.proc

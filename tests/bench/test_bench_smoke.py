@@ -7,6 +7,7 @@ timings (a benchmark never passes or fails on wall-clock time).
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,25 +48,52 @@ def _assert_well_formed(section: dict[str, Any], requests: int) -> None:
     assert next(r for r in rows if r["name"] == section["baseline"])["ratio"] == 1.0
 
 
-def test_gateway_benchmark_produces_figures(
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (make bench installs it)"
+)
+def test_platform_benchmark_produces_figures_and_goals(
     bench_tmp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = _run(
-        ["gateway", "--requests", "6", "--concurrency", "2"], tmp_path / "gateway.json", capsys
+        [
+            "platform",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+            # More sessions than connections by far: a session takes one turn at a time.
+            "--sessions",
+            "16",
+            "--connections",
+            "2",
+            "--no-untraced",
+            "--no-postgres",
+        ],
+        tmp_path / "platform.json",
+        capsys,
     )
-    sections = report["sections"]
-    assert [s["benchmark"] for s in sections] == ["gateway", "gateway"]
-    for section in sections:
-        assert [r["name"] for r in section["rows"]] == [
-            "healthz",
-            "deployment-404",
-            "kill-switch-read",
-            "session-create",
-        ]
-        _assert_well_formed(section, 6)
-    (comparison,) = report["comparisons"]
-    assert len(comparison["rows"]) == 4
-    assert all(row["ratio"] > 0 for row in comparison["rows"])
+    ceilings, platform = report["sections"]
+    assert [r["name"] for r in ceilings["rows"]] == ["route", "route+1hop", "route+2hops"]
+    assert [r["name"] for r in platform["rows"]] == [
+        "healthz",
+        "orders",
+        "deployment-read",
+        "order-read",
+        "turn-help",
+        "turn-status",
+    ]
+    for row in [*ceilings["rows"], *platform["rows"]]:
+        assert row["requests"] > 0 and row["rate"] > 0, row
+        assert row["errors"] == 0, row
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], row
+        assert row["ratio"] > 0, row
+    assert {r["extra"]["ceiling"] for r in platform["rows"]} == {
+        "route",
+        "route+1hop",
+        "route+2hops",
+    }
+    assert any(note.startswith("RSS after the run (MB): ") for note in platform["notes"])
+    assert any(goal.startswith("goal: orders >= 0.75x") for goal in report["goals"])
     assert list(bench_tmp.iterdir()) == []
 
 

@@ -12,14 +12,15 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from cli.credentials import CREDENTIALS_FILE
+from cli.credentials import CREDENTIALS_FILE, gateway_keys
 from cli.devstack import PROCESSES, free_port
 from cli.main import main
-from services.runtime.auth import ROLES, TokenVerifier
+from services.runtime.auth import ROLES, TokenVerifier, api_key_id
 from services.runtime.config import Settings
 from tests.cli import fakestack
 from tests.cli.helpers import lookup_api_key, source_env, stack_pids, stack_processes
@@ -94,8 +95,8 @@ def test_process_dying_at_start_is_named_with_its_log(
     assert main(["dev", "up"]) == 1
     captured = capsys.readouterr()
     assert (
-        "gate4: error: risk exited before it was ready (exit code 3); see var/logs/risk.log"
-        in captured.err
+        "gate4: error: PROCESS_FAILED: risk exited before it was ready (exit code 3); see "
+        "var/logs/risk.log" in captured.err
     )
     assert "boom: no risk today" in captured.err
     assert "gateway" not in read_lines(stop_log)  # never started
@@ -239,3 +240,35 @@ def test_a_later_second_ctrl_c_kills_what_is_left(tmp_path: Path) -> None:
     assert "interrupted again: killing what is left" in output
     assert "gateway did not stop cleanly (killed by SIGKILL)" in output
     assert_all_gone(output, tmp_path / "state")
+
+
+def test_a_restart_reuses_the_demo_api_key_until_it_is_revoked(tmp_path: Path) -> None:
+    """`make run` mints a fresh token each time but keeps the API key it issued before."""
+    var_dir = tmp_path / "state"
+
+    def up_and_down() -> tuple[dict[str, str], str]:
+        proc, out_path = start_fakestack(tmp_path)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, out_path.read_text()
+        finally:
+            stop_fakestack(proc)
+        return source_env((var_dir / CREDENTIALS_FILE).read_text()), out_path.read_text()
+
+    first, output = up_and_down()
+    assert "new API key" in output
+    second, output = up_and_down()
+    assert "API key reused" in output
+    assert second["API_KEY"] == first["API_KEY"] and second["TOKEN"] != first["TOKEN"]
+    settings = Settings(var_dir=var_dir)
+    with gateway_keys(settings) as store:
+        assert len(store.list_sync("demo")) == 1
+        store.revoke_sync(str(api_key_id(first["API_KEY"])))
+    third, output = up_and_down()
+    assert "new API key" in output and third["API_KEY"] != first["API_KEY"]
+    assert lookup_api_key(var_dir, third["API_KEY"]) is not None
+    with gateway_keys(settings) as store:
+        assert [k.status(datetime.now(UTC)) for k in store.list_sync("demo")] == [
+            "revoked",
+            "active",
+        ]

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from services.runtime.config import SERVICES, Settings
+from services.runtime.config import IDENTITIES, SERVICES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -36,7 +36,7 @@ def test_readme_documents_every_setting_with_its_default() -> None:
         env = f"GATE4_{name.upper()}"
         assert env in rows, f"README Configuration lacks {env}"
         default = rows[env][0]
-        if name in ("jwt_secret", "service_token"):
+        if name == "jwt_secret" or name.endswith("_service_token"):
             assert default == "dev-only value"
         elif field.default in ("", None):
             assert default == "*(empty)*", env
@@ -85,23 +85,23 @@ def test_k8s_has_a_ready_probed_deployment_and_a_service_per_process() -> None:
             default_addr = Settings.model_fields[f"{name}_addr"].default
             assert probe["grpc"]["port"] == int(default_addr.rsplit(":")[1])
         sources = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
-        assert sources == {"gate4-config", "gate4-secrets"}
+        # Shared configuration and secrets, and this process's own identity only.
+        assert sources == {"gate4-config", "gate4-secrets", f"gate4-{name}-identity"}
 
 
 def test_k8s_configuration_names_real_settings_and_secrets_are_placeholders() -> None:
     docs = k8s_documents()
     (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
-    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in docs if d["kind"] == "Secret"}
     known = {f"GATE4_{name.upper()}" for name in Settings.model_fields}
-    for key in [*config["data"], *secret["stringData"]]:
+    for key in [*config["data"], *(k for data in secrets.values() for k in data)]:
         assert key in known or key.startswith("OTEL_"), key
-    assert set(secret["stringData"]) == {
-        "GATE4_JWT_SECRET",
-        "GATE4_SERVICE_TOKEN",
-        "GATE4_DATABASE_URL",
-    }
-    for value in secret["stringData"].values():
-        assert "PLACEHOLDER" in value
+    assert set(secrets) == {"gate4-secrets", *(f"gate4-{n}-identity" for n in IDENTITIES)}
+    assert set(secrets["gate4-secrets"]) == {"GATE4_DATABASE_URL"}
+    for name in IDENTITIES:  # one Secret per identity, holding that identity's token alone
+        assert set(secrets[f"gate4-{name}-identity"]) == {f"GATE4_{name.upper()}_SERVICE_TOKEN"}
+    for doc in (d for d in docs if d["kind"] == "Secret"):
+        assert all("PLACEHOLDER" in value for value in doc["stringData"].values())
     assert config["data"]["GATE4_ENV"] == "prod"
 
 

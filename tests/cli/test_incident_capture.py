@@ -105,8 +105,9 @@ def test_capture_after_a_kill_switch_trip_is_a_complete_redacted_handoff(
     assert trip.blocked_request_id in handoff and trip.trip_request_id in handoff
     assert trip.deployment_id in handoff and f"tenant_id: {tenant.tenant_id}" in handoff
     assert f"{trip.blocked_request_id}: POST /v1/orders answered 423 KILL_SWITCH_ENGAGED" in handoff
-    assert "`uv run python -m pytest tests/contracts/test_risk_policy_schema.py" in handoff
-    assert re.search(r"\d+ passed in [\d.]+s \(exit 0\)", handoff)
+    assert "`.venv/bin/python -m pytest tests/contracts/test_risk_policy_schema.py" in handoff
+    # pytest adds "(h:mm:ss)" to a run over a minute.
+    assert re.search(r"\d+ passed in [\d.]+s (\(\d+:\d\d:\d\d\) )?\(exit 0\)", handoff)
     assert "`gate4 audit verify`: valid:" in handoff
     assert "Branch: B=yes > C=yes > D" in handoff
 
@@ -217,7 +218,51 @@ def test_conversation_lane_capture_with_a_severity_override(
     assert evidence["triage"]["tree"] == "conversation"
     assert evidence["triage"]["leaf"] == "H"
     assert evidence["contractTests"]["reason"] == "skipped with --skip-contract-tests"
-    assert f"uv run gate4 triage conversation --request-id {request_id}" in repro
+    assert f".venv/bin/gate4 triage conversation --request-id {request_id}" in repro
+
+
+def test_a_resolved_handoff_names_the_root_cause_and_the_prevention_action(
+    live_stack: LiveStack, run_cli: RunCli, tmp_path: Path
+) -> None:
+    tenant = new_tenant(live_stack)
+    request_id = "req-capture-resolved-01"
+    with tenant.client() as gate4:
+        gate4.list_kill_switches(request_id=request_id)
+    spans_exported(live_stack, request_id)
+    common = (
+        *("--request-id", request_id, "--lane", "risk", "--status", "resolved"),
+        *("--skip-contract-tests", "resolution drill"),
+    )
+
+    refused = capture(run_cli, tenant, tmp_path / "refused", *common, "--root-cause", "x")
+    assert refused.exit_code == EXIT_USAGE
+    assert refused.stderr.startswith("gate4: error: USAGE: --status resolved needs --root-cause")
+    assert not (tmp_path / "refused").exists()
+
+    prevention = tmp_path / "prevention.txt"
+    prevention.write_text("alert on 503 RISK_UNAVAILABLE\nrunbook step for a hung risk\n")
+    out = tmp_path / "bundle"
+    root_cause = "risk paused by a stuck disk; execution waited out its deadline"
+    result = capture(
+        run_cli,
+        tenant,
+        out,
+        *common,
+        "--root-cause",
+        root_cause,
+        "--prevention-file",
+        str(prevention),
+    )
+    assert result.exit_code == EXIT_OK, result.stderr
+    handoff, evidence, _ = bundle(out)
+    assert field_value(handoff, "Current status") == "resolved"
+    assert field_value(handoff, "Root cause") == root_cause
+    assert field_value(handoff, "Prevention action") == "alert on 503 RISK_UNAVAILABLE"
+    assert "  runbook step for a hung risk" in handoff
+    # After the template's fields, which keep their order.
+    assert handoff.index("- Root cause:") > handoff.index("- Next decision checkpoint time")
+    assert evidence["rootCause"] == root_cause
+    assert evidence["preventionAction"].startswith("alert on 503 RISK_UNAVAILABLE\n")
 
 
 def test_a_broken_chain_is_named_by_verify_and_escalated_as_an_evidence_gap(

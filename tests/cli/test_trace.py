@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.support.stack import LiveStack
+from tests.execution.client import Trader
+from tests.risk.rig import policy_doc
+from tests.support.stack import LiveStack, wait_for
 
 
 def _gate4(*args: str) -> subprocess.CompletedProcess[str]:
@@ -63,6 +66,103 @@ def test_trace_tree_spans_three_processes(live_stack: LiveStack) -> None:
     assert lines[0].startswith(f"trace {root['traceId']}  requestId {request_id}")
     assert any("└─" in line and "risk" in line for line in lines)
     assert any("POST /v1/deployments" in line for line in lines)
+
+
+def test_an_orders_trace_shows_gateway_execution_risk_and_audit(live_stack: LiveStack) -> None:
+    """The outbox ships audit events later, in calls of their own; the audit service records
+    each append as a child of the span that recorded the event, under its requestId."""
+    request_id = f"req-trace-order-{uuid.uuid4().hex[:12]}"
+    trader = Trader.open(live_stack, f"trace-{uuid.uuid4().hex[:8]}")
+    try:
+        trader.put_policy(policy_doc())
+        trader.mark("BTC-USD", "50000")
+        dep_id = trader.deploy("acc-trace")["deploymentId"]
+        order = trader.order(dep_id, "buy", "0.1", headers={"X-Request-Id": request_id})
+        assert order.status_code == 201, order.text
+    finally:
+        trader.close()
+
+    def traced() -> list[dict[str, Any]] | None:
+        result = _gate4(
+            "trace", request_id, "--var-dir", str(live_stack.var_dir), "--output", "json"
+        )
+        if result.returncode != 0:
+            return None
+        [root] = json.loads(result.stdout)["traces"]
+        spans = _walk(root)
+        appended = {s["attributes"].get("gate4.audit.event_type") for s in spans}
+        return spans if {"order.accepted", "order.filled", "risk.decision"} <= appended else None
+
+    spans = wait_for(traced, timeout=30, interval=0.5)
+    assert {"gateway", "execution", "risk", "audit"} <= {s["service"] for s in spans}
+    for span in spans:
+        if span["service"] == "audit":
+            assert span["name"] == "audit.append"
+            assert span["attributes"]["gate4.request_id"] == request_id
+    # The audit records stay under the order's requestId.
+    with live_stack.client(live_stack.headers(tenant=trader.tenant)) as client:
+        events = client.get("/v1/audit/events", params={"requestId": request_id}).json()["events"]
+    assert {"order.accepted", "order.filled", "risk.decision"} <= {e["type"] for e in events}
+    tree = _gate4("trace", request_id, "--var-dir", str(live_stack.var_dir))
+    assert any("audit" in line and "audit.append" in line for line in tree.stdout.splitlines())
+
+
+def _sdk_line(
+    trace_id: str, span_id: str, parent: str, service: str, attributes: dict[str, str]
+) -> str:
+    """One span as the processes write it (the SDK's JSON, one line)."""
+    return json.dumps(
+        {
+            "name": f"{service} work",
+            "context": {"trace_id": f"0x{trace_id}", "span_id": f"0x{span_id}"},
+            "kind": "SpanKind.INTERNAL",
+            "parent_id": f"0x{parent}" if parent else None,
+            "start_time": "2026-03-02T09:30:00.000000Z",
+            "end_time": "2026-03-02T09:30:00.010000Z",
+            "status": {"status_code": "UNSET"},
+            "attributes": attributes,
+            "resource": {"attributes": {"service.name": f"gate4-{service}"}},
+        }
+    )
+
+
+def test_a_request_is_found_among_many_spans_across_rolled_over_files(tmp_path: Path) -> None:
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    wanted, other = "ab" * 16, "cd" * 16
+    rid = {"gate4.request_id": "req-many-spans-01"}
+    noise = [
+        _sdk_line(f"{i:032x}", f"{i:016x}", "", "risk", {"gate4.request_id": f"req-noise-{i}"})
+        for i in range(1, 3000)
+    ]
+    # The trace's spans are spread over three processes' files, one of them rolled over;
+    # the audit span's parent is the execution span, and one span carries no requestId.
+    (traces / "gateway.1.r1.jsonl").write_text(
+        "\n".join([*noise[:1000], _sdk_line(wanted, "01" * 8, "", "gateway", rid)]) + "\n"
+    )
+    (traces / "execution.2.jsonl").write_text(
+        "\n".join(
+            [
+                *noise[1000:2000],
+                _sdk_line(wanted, "02" * 8, "01" * 8, "execution", rid),
+                _sdk_line(wanted, "04" * 8, "02" * 8, "execution", {}),
+                _sdk_line(other, "05" * 8, "", "execution", {"link": wanted}),
+            ]
+        )
+        + "\n"
+    )
+    (traces / "audit.3.jsonl").write_text(
+        "\n".join([*noise[2000:], _sdk_line(wanted, "03" * 8, "02" * 8, "audit", rid)])
+        + '\n{"name": "half a line'
+    )
+    result = _gate4("trace", "req-many-spans-01", "--var-dir", str(tmp_path), "--output", "json")
+    assert result.returncode == 0, result.stderr
+    [root] = json.loads(result.stdout)["traces"]
+    spans = _walk(root)
+    assert sorted(s["spanId"] for s in spans) == ["01" * 8, "02" * 8, "03" * 8, "04" * 8]
+    assert root["service"] == "gateway"
+    [execution] = root["children"]
+    assert sorted(c["service"] for c in execution["children"]) == ["audit", "execution"]
 
 
 def test_unknown_request_id_is_exit_4(tmp_path: Path) -> None:

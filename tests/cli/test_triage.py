@@ -21,6 +21,7 @@ from tests.docs.incidents import (
     spans_exported,
     trip_drawdown,
 )
+from tests.support.faults import paused
 from tests.support.stack import LiveStack, wait_for
 
 __all__ = ["run_cli"]
@@ -241,6 +242,22 @@ def test_dead_services_reach_g_c_and_an_undetermined_risk_tree(
     assert (document["branch"], document["leaf"]) == ("B=no > C", "C")
     (readyz,) = [e for e in evidence(document, "B") if e["check"] == "readyz"]
     assert readyz["result"] == "fail" and "conversation UNREACHABLE" in readyz["detail"]
+
+
+def test_a_hung_risk_is_reported_down_at_once_not_waited_for(
+    private_stack: LiveStack, run_cli: RunCli
+) -> None:
+    tenant = new_tenant(private_stack)
+    with paused(private_stack.stack.processes["risk"]):
+        code, risk, stderr = triage(run_cli, tenant, "risk")
+        _, conversation, _ = triage(run_cli, tenant, "conversation", "--no-probes")
+    assert code == EXIT_UNAVAILABLE and risk["leaf"] is None
+    (switches,) = evidence(risk, "B")
+    assert switches["result"] == "unknown"
+    assert "DEPENDENCY_DOWN: risk is UNREACHABLE on GET /readyz: not asked" in switches["detail"]
+    assert stderr.startswith("gate4: error: TRIAGE_UNDETERMINED:")
+    # Runbook A does not depend on risk: its walk still reaches a leaf.
+    assert conversation["leaf"] == "H", conversation["branch"]
 
 
 def tenant_headers(tenant: Tenant) -> dict[str, str]:

@@ -50,10 +50,12 @@ PLACEHOLDERS = {
 @dataclass
 class Step:
     """Run the skill's first command that starts with `prefix` (e.g. "gate4 sessions create")
-    and contains `contains` (e.g. '"yes"' to pick the confirming turn)."""
+    and contains `contains` (e.g. '"yes"' to pick the confirming turn), or, when `command` is
+    set, exactly that command: what a prompt-injected model would run instead."""
 
     prefix: str
     contains: str = ""
+    command: str = ""
 
 
 @dataclass
@@ -181,6 +183,8 @@ class ScriptedModel:
         return None
 
     def _command(self, step: Step, commands: Sequence[str], messages: list[dict[str, Any]]) -> str:
+        if step.command:
+            return step.command
         outputs = [_text(m.get("content")) for m in messages if m["role"] == "tool"]
         return command_for(step, commands, values_from(outputs, self.scenario.values))
 

@@ -356,7 +356,9 @@ def test_configuration_from_the_environment() -> None:
     }
     config = config_from_env(env)
     assert config.base_url == "http://gw.example:9000"
-    assert config.credentials == Credentials(token="t", api_key="k", tenant_id="acme", user_id="al")
+    assert config.credentials == Credentials(
+        token="t", api_key="k", tenant_id="acme", user_id="al", api_base="http://gw.example:9000"
+    )
     assert config.channel == "openclaw"
     assert config_from_env({}).credentials is None
     assert config_from_env(env, channel="cli").channel == "cli"

@@ -359,7 +359,7 @@ def test_kill_switch_tripped_by_an_equity_report_is_enforced(
         execution_pb2.EnforceKillSwitchRequest(
             scope="deployment", scope_id=dep_id, flatten=True, reason="again", generation=999
         ),
-        metadata=metadata(trader.tenant),
+        metadata=metadata(trader.tenant, caller="risk"),
     )
     assert list(again.cancelled_order_ids) == [] and list(again.flatten_order_ids) == []
 
@@ -536,6 +536,6 @@ def test_enforce_kill_switch_rpc_checks_its_input(execution_stack: ExecutionStac
     with pytest.raises(grpc.RpcError) as exc:
         execution_stack.stub().EnforceKillSwitch(
             execution_pb2.EnforceKillSwitchRequest(scope="planet", scope_id="x"),
-            metadata=metadata("t-enforce"),
+            metadata=metadata("t-enforce", caller="risk"),
         )
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT

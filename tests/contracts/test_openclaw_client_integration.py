@@ -220,11 +220,37 @@ def test_reads_and_side_effects_are_told_apart() -> None:
     # The allowlist example leaves exactly the side-effecting commands to approval prompts.
     patterns = {tuple(p.split()[1:-1]) for p in re.findall(r"`(gate4 [a-z ]+ \*)`", reference)}
     assert patterns == {w for w, p in commands.items() if p.get_default("side_effect")}
-    arg_pattern = re.search(r'"argPattern": "([^"]+)"', reference)
-    assert arg_pattern
-    allowed = re.compile(arg_pattern.group(1).replace("\\\\", "\\"))
-    for words, parser in commands.items():
-        assert bool(allowed.search(" ".join(words))) is not parser.get_default("side_effect")
+
+
+def test_the_allowlist_admits_the_skills_reads_as_whole_commands_only() -> None:
+    """Every read command the skill shows runs without a prompt; no side effect does, and no
+    read with anything appended (an `--api-base` elsewhere above all) does either."""
+    reference = (SKILL_DIR / "references" / "commands.md").read_text()
+    (block,) = [b for b in re.findall(r"```json\n(.*?)```", reference, re.S) if "allowlist" in b]
+    entries = json.loads(block)["agents"]["main"]["allowlist"]
+    assert {e["pattern"] for e in entries} == {"gate4"}
+    allowed = [re.compile(e["argPattern"]) for e in entries]
+
+    def admitted(command: str) -> bool:
+        # OpenClaw matches the parsed arguments after the executable, joined by one space.
+        arguments = " ".join(shlex.split(command)[1:])
+        return any(p.search(arguments) for p in allowed)
+
+    _, body = frontmatter_and_body(SKILL)
+    ids = {"SESSION_ID": "ses_0a1b", "DEPLOYMENT_ID": "dep_0a1b", "ORDER_ID": "ord_0a1b",
+           "REQUEST_ID": "req_0a1b2c3d"}  # fmt: skip
+    shown = [c for c in code_lines(body) if c.startswith("gate4 ")]
+    for template in shown:
+        command = re.sub("|".join(ids), lambda m: ids[m.group(0)], template)
+        side_effect = parse(command).side_effect
+        assert admitted(command) is not side_effect, command
+        for extra in (" --api-base http://127.0.0.1:9", " --api-base=http://127.0.0.1:9",
+                      " --credentials /tmp/other.env", " --output table", " x"):  # fmt: skip
+            assert not admitted(command + extra), command + extra
+    for words, parser in api_commands().items():
+        if parser.get_default("side_effect"):
+            for tail in ("", " dep_0a1b", " tenant --reason r", " --reason r"):
+                assert not admitted("gate4 " + " ".join(words) + tail), words
 
 
 # -- the client against a live gateway -------------------------------------------------------

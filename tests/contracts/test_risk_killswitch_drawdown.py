@@ -203,6 +203,40 @@ def test_a_trip_asks_execution_to_cancel_and_flatten_when_the_policy_says_so(
         assert enforced["outcome"] == "ENFORCED" and enforced["source"] == "execution"
 
 
+@pytest.mark.parametrize("flatten", [False, True])
+def test_a_manual_engage_halts_new_risk_and_flattens_only_when_asked(
+    risk_rig: RiskRig, flatten: bool
+) -> None:
+    # The policy flattens on a drawdown trip; a manual engage does not follow it.
+    tenant = armed(risk_rig, killSwitch_flattenOnTrip=True)
+    with risk_rig.trader(tenant) as trader:
+        trader.mark("BTC-USD", "1000")
+        dep_id = trader.deploy("acc-1", capital="10000")["deploymentId"]
+        trader.filled(dep_id, "buy", "2")
+        (resting,) = resting_buys(trader, dep_id, "990")
+        body: dict[str, Any] = {"reason": "incident: policy validity uncertain"}
+        if flatten:
+            body["flatten"] = True
+        engaged = trader.client.post(
+            f"/v1/risk/kill-switches/deployment/{dep_id}/actions/engage", json=body
+        )
+        assert engaged.status_code == 200, engaged.text
+        assert (engaged.json()["trigger"], engaged.json()["flatten"]) == ("manual", flatten)
+
+        switch = risk_rig.wait_enforcement(tenant, "deployment", dep_id, "enforced")
+        assert switch.flatten is flatten
+        orders = {o["orderId"]: o for o in trader.orders(dep_id)}
+        assert orders[resting]["status"] == "cancelled"
+        flattened = [(o["side"], o["quantity"]) for o in orders.values() if o["reduceOnly"]]
+        assert flattened == ([("sell", "2")] if flatten else [])
+        assert trader.position(dep_id)["quantity"] == ("0" if flatten else "2")
+        # New risk is halted either way.
+        refused = trader.order(dep_id, "buy", "1")
+        assert_problem(refused, 423, "KILL_SWITCH_ENGAGED")
+        (event,) = risk_rig.wait_events(tenant, type="killswitch.engaged")
+        assert event["data"]["flatten"] is flatten
+
+
 def test_execution_down_is_audited_and_the_switch_stays_engaged(risk_rig: RiskRig) -> None:
     tenant = armed(risk_rig)
     with risk_rig.trader(tenant) as trader:

@@ -295,11 +295,11 @@ def test_cancel_stop_and_reduce_only_always_pass(risk_rig: RiskRig) -> None:
     reduce = risk_rig.check_order(tenant, reduce_only=True, side="sell", position_quantity="2")
     assert reduce.approved and reduce.outcome == "APPROVED"
     not_reducing = risk_rig.check_order(tenant, reduce_only=True, side="buy", position_quantity="2")
-    assert not_reducing.outcome == "REDUCE_ONLY_INVALID"
+    assert not_reducing.outcome == "REDUCE_ONLY_VIOLATION"
     too_big = risk_rig.check_order(
         tenant, reduce_only=True, side="sell", position_quantity="2", quantity="3"
     )
-    assert too_big.outcome == "REDUCE_ONLY_INVALID" and "open the other side" in too_big.reason
+    assert too_big.outcome == "REDUCE_ONLY_VIOLATION" and "open the other side" in too_big.reason
 
 
 def test_risk_cannot_decide_means_no(risk_rig: RiskRig) -> None:

@@ -16,7 +16,7 @@ from google.protobuf import struct_pb2
 
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.conversation import notifications
-from services.risk import outcomes
+from services.runtime import outcomes
 from services.runtime.storage import Database
 from tests.support import rpc
 from tests.support.stack import LiveStack, wait_for
@@ -41,7 +41,7 @@ def _record(
     )
     with rpc.channel(stack.stack.ports["audit"]) as channel:
         reply = audit_pb2_grpc.AuditServiceStub(channel).Append(
-            audit_pb2.AppendRequest(event=event), metadata=rpc.metadata(tenant)
+            audit_pb2.AppendRequest(event=event), metadata=rpc.metadata(tenant, caller="risk")
         )
     return reply.event
 

@@ -62,7 +62,7 @@ def test_the_contract_commands_name_each_lanes_files() -> None:
         list(RISK_CONTRACTS),
     ]
     for command in commands:
-        assert command.startswith("uv run python -m pytest")
+        assert command.startswith(".venv/bin/python -m pytest")
         assert " -q " in command
 
 
@@ -92,9 +92,9 @@ def test_every_gate4_command_shown_parses() -> None:
         script = block.text.replace("\\\n", " ")
         for line in script.splitlines():
             line = line.strip()
-            if not line.startswith("uv run gate4 "):
+            if not line.startswith(".venv/bin/gate4 "):
                 continue
-            words = shlex.split(line.split(" > ", 1)[0].split(" || ", 1)[0])[3:]
+            words = shlex.split(line.split(" > ", 1)[0].split(" || ", 1)[0])[1:]
             parser.parse_args(words)
             shown += 1
     assert shown >= 25

@@ -3,10 +3,11 @@
 The runbook's commands are typed at the repository root of a developer running `make run`:
 they read `var/dev-credentials.env`, write to `var/incidents/`, read spans from `var/traces/`.
 The test gives them exactly that without touching the repository's own `var/`: a workspace
-whose `tests`, `docs`, `deploy` and `pyproject.toml` are the repository's (symlinks) and whose
-`var` is the live platform's state directory, with `uv run` pointed at this project
-(`UV_PROJECT`). The incident is the issue's "done when": a drawdown trips the kill switch, an
-order is refused with 423, and the on-call engineer has its requestId, the deployment and an
+whose `tests`, `docs`, `deploy`, `pyproject.toml` and `.venv` are the repository's (symlinks)
+and whose `var` is the live platform's state directory. The commands call `.venv/bin/gate4`
+and `.venv/bin/python`, so the shell's PATH has no uv, as on a newcomer's machine. The
+incident is the issue's "done when": a drawdown trips the kill switch, an order is refused
+with 423, and the on-call engineer has its requestId, the deployment and an
 OpenClaw session.
 
 All `sh` blocks run in order in one bash (`set -euo pipefail`), so a failing command fails
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -32,18 +32,15 @@ from tests.docs.incidents import short, spans_exported, trip_drawdown
 from tests.docs.runbook import ROOT
 from tests.support.stack import LiveStack
 
-LINKED = ("tests", "docs", "deploy", "pyproject.toml")
+LINKED = ("tests", "docs", "deploy", "pyproject.toml", ".venv")
 INCIDENT_ID = "INC-runbook-drill"
 #: Variables of the caller's environment that would change what the commands do.
 DROPPED_PREFIXES = ("GATE4_", "PYTEST_", "OTEL_")
 DROPPED = {"TOKEN", "API_KEY", "TENANT_ID", "USER_ID", "PLATFORM_API_BASE", "VIRTUAL_ENV"}
 
 
-def uv_binary() -> str:
-    found = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
-    if not Path(found).exists():
-        pytest.fail("uv is needed to run the runbook's commands (make test installs it)")
-    return found
+def path_without_uv(path: str) -> str:
+    return os.pathsep.join(d for d in path.split(os.pathsep) if d and not Path(d, "uv").exists())
 
 
 def script() -> str:
@@ -90,9 +87,7 @@ def test_every_runbook_command_succeeds_against_a_live_platform(
         if not k.startswith(DROPPED_PREFIXES) and k not in DROPPED
     }
     env.update(
-        PATH=f"{Path(uv_binary()).parent}{os.pathsep}{env.get('PATH', os.defpath)}",
-        UV_PROJECT=str(ROOT),
-        UV_FROZEN="1",
+        PATH=path_without_uv(env.get("PATH", os.defpath)),
         REQUEST_ID=trip.blocked_request_id,
         DEPLOYMENT_ID=trip.deployment_id,
         SESSION_ID=session,

@@ -182,5 +182,5 @@ def deployment_request(account: str, **fields: Any) -> execution_pb2.CreateDeplo
     return execution_pb2.CreateDeploymentRequest(**values)
 
 
-def metadata(tenant: str) -> rpc.Metadata:
-    return rpc.metadata(tenant)
+def metadata(tenant: str, caller: str = "gateway") -> rpc.Metadata:
+    return rpc.metadata(tenant, caller=caller)

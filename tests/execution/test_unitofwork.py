@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from gate4.risk.v1 import risk_pb2
 from services.execution.unitofwork import UnitOfWork, Work
 from services.runtime import errors
-from services.runtime.outbox import Outbox
+from services.runtime.outbox import Headroom, Outbox
 from services.runtime.storage import Database
 from tests.execution.fakes import FakeRisk, acting
 
@@ -36,7 +36,7 @@ def run(uow: UnitOfWork, op: Any, **kw: Any) -> Any:
 
 @pytest.fixture
 def uow(db: Database) -> UnitOfWork:
-    return UnitOfWork(db, Outbox(db, "execution", 3), FakeRisk())
+    return UnitOfWork(db, Outbox(db, "execution", 3, reserve=2), FakeRisk())
 
 
 def settlement(order_id: str) -> risk_pb2.SettleOrderRequest:
@@ -103,7 +103,26 @@ def test_a_guarded_step_fails_closed_at_the_audit_backlog_bound(uow: UnitOfWork)
 
     run(uow, fill)
     with pytest.raises(errors.DependencyUnavailable, match="audit backlog is full"):
-        run(uow, lambda w: w.event("order.accepted"), guard=True)
-    # Unguarded steps (fills, refusals) are still recorded: a fill must never be lost.
+        run(uow, lambda w: w.event("order.accepted"), guard=Headroom.BOUND)
+    # Unguarded steps (fills) are still recorded: a fill must never be lost.
     run(uow, lambda w: w.event("order.filled"))
     assert asyncio.run(uow.box.backlog()) == 4
+
+
+def test_a_risk_reducing_step_uses_the_reserve_which_is_bounded_too(uow: UnitOfWork) -> None:
+    run(uow, lambda w: [w.event("sandbox.marks") for _ in range(3)])
+    # At the bound (3): a stop or a flatten still passes, into the reserve (2 more).
+    run(uow, lambda w: w.event("deployment.stopping"), guard=Headroom.RESERVE)
+    run(uow, lambda w: w.event("order.accepted"), guard=Headroom.RESERVE)
+    with pytest.raises(errors.DependencyUnavailable, match="its reserve"):
+        run(uow, lambda w: w.event("order.accepted"), guard=Headroom.RESERVE)
+    assert asyncio.run(uow.box.backlog()) == 5
+
+
+def test_answers_are_noted_only_below_the_bound(uow: UnitOfWork) -> None:
+    # A refusal or a replay records an answer, not a change: it never eats the reserve.
+    run(uow, lambda w: w.note("order.rejected", outcome="RISK_UNAVAILABLE"))
+    run(uow, lambda w: [w.event("sandbox.marks") for _ in range(2)])
+    assert asyncio.run(uow.box.backlog()) == 3  # at the bound
+    run(uow, lambda w: w.note("order.rejected", outcome="RISK_UNAVAILABLE"))
+    assert asyncio.run(uow.box.backlog()) == 3

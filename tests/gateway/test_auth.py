@@ -55,6 +55,19 @@ def test_bad_signature_is_401(live_stack: LiveStack) -> None:
         assert_problem(client.get(ROUTE), 401, "UNAUTHENTICATED")
 
 
+def test_unsigned_and_tampered_tokens_are_401(live_stack: LiveStack) -> None:
+    headers = live_stack.headers(tenant="acme", roles=["viewer"])
+    genuine = headers["Authorization"].removeprefix("Bearer ")
+    header, _, signature = genuine.split(".")
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+    unsigned = jwt.encode({**claims, "roles": ["risk-officer"]}, "", algorithm="none")
+    raised = jwt.encode({**claims, "roles": ["risk-officer"]}, "x" * 40, algorithm="HS256")
+    tampered = ".".join([header, raised.split(".")[1], signature])
+    for token in (unsigned, unsigned.rstrip(".") + ".", tampered):
+        with live_stack.client({**headers, "Authorization": f"Bearer {token}"}) as client:
+            assert_problem(client.get(ROUTE), 401, "UNAUTHENTICATED")
+
+
 def test_expired_token_is_401(live_stack: LiveStack) -> None:
     headers = live_stack.headers()
     headers["Authorization"] = f"Bearer {live_stack.token('acme', 'alice', ['viewer'], ttl=-120)}"

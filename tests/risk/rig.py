@@ -143,7 +143,7 @@ class RiskRig:
     ) -> risk_pb2.RiskDecision:
         return self.risk.CheckOrder(
             risk_pb2.CheckOrderRequest(order=self.intent(**fields), action=action),
-            metadata=rpc.metadata(tenant, request_id=request_id),
+            metadata=rpc.metadata(tenant, request_id=request_id, caller="execution"),
         )
 
     def check_deployment(
@@ -161,7 +161,7 @@ class RiskRig:
         values.update(fields)
         return self.risk.CheckDeployment(
             risk_pb2.CheckDeploymentRequest(**values),
-            metadata=rpc.metadata(tenant, request_id=request_id),
+            metadata=rpc.metadata(tenant, request_id=request_id, caller="execution"),
         )
 
     # -- drawdown and kill switch ----------------------------------------------------------
@@ -189,7 +189,7 @@ class RiskRig:
                 unrealized_pnl=str(unrealized),
                 at=timestamp(at),
             ),
-            metadata=rpc.metadata(tenant),
+            metadata=rpc.metadata(tenant, caller="execution"),
         )
 
     def switch(self, tenant: str, scope: str, scope_id: str) -> risk_pb2.KillSwitch:

@@ -56,7 +56,8 @@ def test_the_order_rate_is_exact_across_two_processes(two_risk_processes: list[i
     def ask(i: int) -> str:
         intent = order_intent(order_id=f"ord_{i}")
         decision = stubs[i % 2].CheckOrder(
-            risk_pb2.CheckOrderRequest(order=intent), metadata=rpc.metadata(tenant)
+            risk_pb2.CheckOrderRequest(order=intent),
+            metadata=rpc.metadata(tenant, caller="execution"),
         )
         return f"{i % 2}:{decision.outcome}"
 
@@ -93,7 +94,8 @@ def test_concurrent_orders_reserve_exposure_across_two_processes(
     def ask(i: int) -> str:
         intent = order_intent(order_id=f"ord_x{i}", positions=[flat])
         decision = stubs[i % 2].CheckOrder(
-            risk_pb2.CheckOrderRequest(order=intent), metadata=rpc.metadata(tenant)
+            risk_pb2.CheckOrderRequest(order=intent),
+            metadata=rpc.metadata(tenant, caller="execution"),
         )
         return str(decision.outcome)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any
 
@@ -12,6 +13,8 @@ from grpc_health.v1 import health_pb2
 
 from gateway.problems import problem_body
 from services.runtime import correlation, errors
+from services.runtime.config import Settings
+from services.runtime.identity import CallerIdentifier
 from services.runtime.interceptors import ServerInterceptor
 
 CANONICAL_HTTP = {
@@ -98,8 +101,10 @@ class _Raiser:
 
 
 async def _round_trip(raised: list[Exception]) -> list[errors.Gate4Error]:
-    token = "test-token"
-    server = grpc.aio.server(interceptors=[ServerInterceptor(token)])
+    settings = Settings()
+    token = settings.service_token_of("gateway")
+    callers = {"/gate4.test.v1.Raiser/Check": frozenset({"gateway"})}
+    server = grpc.aio.server(interceptors=[ServerInterceptor(CallerIdentifier(settings), callers)])
     servicer = _Raiser()
     # Registered under another name so the interceptor treats it as a platform RPC.
     handler = grpc.method_handlers_generic_handler(
@@ -182,3 +187,16 @@ def test_problem_body_members() -> None:
         "traceId": "f" * 32,
         "outcome": "MAX_ORDER_NOTIONAL",
     }
+
+
+def test_an_answered_error_is_logged_once_at_its_level_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="gate4.rpc"):
+        asyncio.run(_round_trip([errors.StateConflict("busy"), errors.RiskUnavailable("down")]))
+    conflict, unavailable, _unauthenticated = caplog.records
+    assert [r.getMessage() for r in (conflict, unavailable)] == ["rpc", "rpc"]
+    assert (conflict.levelno, conflict.exc_info) == (logging.INFO, None)
+    assert conflict.__dict__["rpc.code"] == "STATE_CONFLICT"
+    assert conflict.__dict__["rpc.detail"] == "busy"
+    assert (unavailable.levelno, unavailable.exc_info) == (logging.WARNING, None)

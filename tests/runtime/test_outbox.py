@@ -62,7 +62,7 @@ def test_events_ship_and_leave_the_outbox(
     async def scenario() -> int:
         box = Outbox(db, "probe", max_backlog=100)
         await _record(db, box, tenant, ["risk.decision", "deployment.created"])
-        ch = channel(settings, "audit")
+        ch = channel(settings, "audit", identity="risk")
         box.start(ch)
         box.notify()
         for _ in range(200):
@@ -92,7 +92,7 @@ def test_a_refused_event_is_set_aside_and_the_rest_still_ship(
     async def scenario() -> list[tuple[str, str]]:
         box = Outbox(db, "probe", max_backlog=100)
         ids = await _record(db, box, tenant, ["risk.decision", "NotDotted", "risk.decision"])
-        ch = channel(settings, "audit")
+        ch = channel(settings, "audit", identity="risk")
         from gate4.audit.v1 import audit_pb2_grpc
 
         assert await box.ship_once(audit_pb2_grpc.AuditServiceStub(ch)) == 3
@@ -139,3 +139,59 @@ def test_an_event_without_tenant_is_a_programming_error(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         db.close()
+
+
+def test_risk_reducing_writes_use_a_bounded_reserve_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = _database(tmp_path, f"sqlite:///{tmp_path / 'probe.db'}")
+    admitted = outbox.RESERVE_ADMISSIONS.labels("probe")
+
+    async def reducing(box: Outbox, count: int) -> None:
+        with correlation.bound(correlation.Correlation(request_id="req_reserve", tenant_id="t")):
+            for _ in range(count):
+                evt = outbox.event("deployment.stopping", source="probe")
+
+                def op(conn: sa.Connection, evt: audit_pb2.AuditEvent = evt) -> None:
+                    box.ensure_capacity(conn, outbox.Headroom.RESERVE)
+                    box.add(conn, evt)
+
+                await db.write(op)
+
+    async def scenario() -> None:
+        box = Outbox(db, "probe", max_backlog=2, reserve=3)
+        await _record(db, box, "t", ["a.b", "a.b"])
+        before = admitted._value.get()
+        with caplog.at_level("WARNING", logger="gate4.outbox"):
+            await reducing(box, 3)
+        assert admitted._value.get() - before == 3
+        # One line for the three (rate-limited); the metric counts each.
+        lines = [r for r in caplog.records if "outbox reserve" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].backlog == 2  # type: ignore[attr-defined]
+        assert outbox.BACKLOG.labels("probe")._value.get() == 4
+        with pytest.raises(errors.DependencyUnavailable, match="its reserve"):
+            await reducing(box, 1)
+        # What adds risk was refused at the bound all along.
+        with pytest.raises(errors.DependencyUnavailable, match="new risk is refused"):
+            await _record(db, box, "t", ["a.b"])
+        assert await box.backlog() == 5
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.close()
+
+
+def test_an_event_carries_the_traceparent_of_the_span_that_recorded_it() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("probe")
+    with (
+        correlation.bound(correlation.Correlation(request_id="req_tp_probe", tenant_id="t")),
+        tracer.start_as_current_span("probe") as span,
+    ):
+        evt = outbox.event("a.b", source="probe")
+    ctx = span.get_span_context()
+    assert evt.traceparent == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+    assert evt.trace_id == f"{ctx.trace_id:032x}"
+    assert outbox.event("a.b", source="probe").traceparent == ""

@@ -36,7 +36,8 @@ class RunningAudit:
 
     def append(self, tenant: str, *events: audit_pb2.AuditEvent) -> list[audit_pb2.AuditEvent]:
         resp = self.stub.AppendBatch(
-            audit_pb2.AppendBatchRequest(events=events), metadata=rpc.metadata(tenant)
+            audit_pb2.AppendBatchRequest(events=events),
+            metadata=rpc.metadata(tenant, caller="execution"),
         )
         return list(resp.events)
 

@@ -21,11 +21,17 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 def metadata(
-    tenant: str = "t1", *, request_id: str | None = None, roles: Iterable[str] = ()
+    tenant: str = "t1",
+    *,
+    request_id: str | None = None,
+    roles: Iterable[str] = (),
+    caller: str = "gateway",
 ) -> Metadata:
-    """Service token, tenant and request id; roles only when given."""
+    """The service token of `caller` (the internal identity the test stands in for: the
+    gateway by default; services/runtime/callers.py says who may call what), tenant and
+    request id; roles only when given."""
     md: list[tuple[str, str | bytes]] = [
-        (MD_SERVICE_TOKEN, Settings().service_token),
+        (MD_SERVICE_TOKEN, Settings().service_token_of(caller)),
         (MD_TENANT_ID, tenant),
         (MD_REQUEST_ID, request_id or new_request_id()),
     ]

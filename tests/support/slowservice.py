@@ -11,6 +11,7 @@ import asyncio
 
 import grpc
 
+from services.runtime.callers import ALLOWED_CALLERS, GATEWAY
 from services.runtime.server import run
 
 SERVICE = "gate4.test.v1.Slow"
@@ -36,4 +37,6 @@ class SlowApp:
 
 
 if __name__ == "__main__":
+    # The test method joins the callers table like any platform RPC: the gateway may call it.
+    ALLOWED_CALLERS[f"/{SERVICE}/Wait"] = frozenset({GATEWAY})
     run(SlowApp())

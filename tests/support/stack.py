@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from cli.devstack import Stack
+from cli.devstack import Stack, settings_from
 from gateway.apikeys import ApiKeyStore, open_database
 from services.runtime.auth import ROLES, mint_token
 from services.runtime.config import Settings
@@ -36,7 +36,8 @@ class LiveStack:
         return self.stack.var_dir
 
     def settings(self) -> Settings:
-        return Settings(var_dir=self.var_dir)
+        """What the processes read: their var dir, and their secrets when the stack has its own."""
+        return settings_from(self.stack.env)
 
     def api_key(self, tenant: str) -> str:
         db = open_database(self.settings())

@@ -7,10 +7,12 @@
                                        metadata={"notificationsOptIn": True})
         print(session["sessionId"])
 
-`AsyncGate4Client` has the same methods as coroutines. Both speak only to the gateway's
-Platform API routes (docs/architecture/specs/platform-api.openapi.yaml), retry with backoff
-while resending the same `X-Request-Id` and `Idempotency-Key`, and raise the canonical
-problem documents as typed `ApiError`s carrying `request_id`, `code` and `outcome`.
+`AsyncGate4Client` has the same methods as coroutines. Credentials from the environment go
+only to GATE4_API_BASE: another `base_url` needs its own `credentials=`. Both speak only to
+the gateway's Platform API routes (docs/architecture/specs/platform-api.openapi.yaml),
+retry with backoff while resending the same `X-Request-Id` and `Idempotency-Key`, and
+raise the canonical problem documents as typed `ApiError`s carrying `request_id`, `code`
+and `outcome`.
 """
 
 from gate4_client._core import (
@@ -25,6 +27,7 @@ from gate4_client._core import (
     missing_credentials,
     new_idempotency_key,
     new_request_id,
+    same_api_base,
 )
 from gate4_client.aio import AsyncGate4Client
 from gate4_client.client import Gate4Client
@@ -81,4 +84,5 @@ __all__ = [
     "missing_credentials",
     "new_idempotency_key",
     "new_request_id",
+    "same_api_base",
 ]

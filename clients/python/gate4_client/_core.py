@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -87,12 +87,48 @@ def new_idempotency_key() -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Credentials:
-    """What every /v1 and /v2 call carries. The token and the key never appear in a repr."""
+    """What every /v1 and /v2 call carries. The token and the key never appear in a repr.
+
+    `api_base` is the gateway they were issued for: a client refuses to send them anywhere
+    else (`config_from_env` sets it to GATE4_API_BASE). None: credentials given explicitly
+    with the client's own base URL.
+    """
 
     token: str = field(repr=False)
     api_key: str = field(repr=False)
     tenant_id: str
     user_id: str
+    api_base: str | None = None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_api_base(a: str, b: str) -> bool:
+    """Whether two API base URLs name the same gateway: scheme, host, port and path prefix,
+    compared the way a browser compares origins (case-insensitive host, default ports)."""
+
+    def key(url: str) -> tuple[str, str, int | None, str]:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or _DEFAULT_PORTS.get(scheme)
+        except ValueError:
+            port = None
+        return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+    return key(a) == key(b)
+
+
+def credentials_refusal(credentials: Credentials, base_url: str) -> str | None:
+    """Why the credentials may not go to base_url (a message without secrets), or None."""
+    if credentials.api_base is None or same_api_base(credentials.api_base, base_url):
+        return None
+    return (
+        f"refusing to send the credentials issued for {credentials.api_base} to {base_url}: "
+        "credentials go only to the API base they were issued for; give that gateway's own "
+        "credentials explicitly to use it"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,13 +199,22 @@ class ClientConfig:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
+    def __post_init__(self) -> None:
+        # Before any request exists: a client pointed elsewhere never holds usable credentials.
+        refusal = credentials_refusal(self.credentials, self.base_url) if self.credentials else None
+        if refusal:
+            raise ConfigurationError(refusal)
+
 
 def config_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> ClientConfig:
     """Reads GATE4_API_BASE, GATE4_TOKEN, GATE4_API_KEY, GATE4_TENANT_ID, GATE4_USER_ID and
     GATE4_CHANNEL; keyword arguments (base_url, credentials, channel, timeout, retry) win.
-    Credentials are left unset unless all four variables are present."""
+    Credentials are left unset unless all four variables are present; they are bound to
+    GATE4_API_BASE, so a `base_url` naming another gateway needs `credentials` of its own
+    (ConfigurationError otherwise)."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {"base_url": env.get(ENV_API_BASE) or DEFAULT_API_BASE}
+    api_base = env.get(ENV_API_BASE) or DEFAULT_API_BASE
+    values: dict[str, Any] = {"base_url": api_base}
     names = (ENV_TOKEN, ENV_API_KEY, ENV_TENANT_ID, ENV_USER_ID)
     if all(env.get(name) for name in names):
         values["credentials"] = Credentials(
@@ -177,6 +222,7 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> C
             api_key=env[ENV_API_KEY],
             tenant_id=env[ENV_TENANT_ID],
             user_id=env[ENV_USER_ID],
+            api_base=api_base,
         )
     if env.get(ENV_CHANNEL):
         values["channel"] = env[ENV_CHANNEL]

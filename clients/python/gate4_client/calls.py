@@ -243,8 +243,14 @@ def get_kill_switch(scope: str, scope_id: str) -> Call[KillSwitch]:
     return Call("getKillSwitch", {"scope": scope, "scopeId": scope_id})
 
 
-def engage_kill_switch(scope: str, scope_id: str, *, reason: str) -> Call[KillSwitch]:
-    return Call("engageKillSwitch", {"scope": scope, "scopeId": scope_id}, body={"reason": reason})
+def engage_kill_switch(
+    scope: str, scope_id: str, *, reason: str, flatten: bool = False
+) -> Call[KillSwitch]:
+    """Halts new risk in scope; closes its positions too only with `flatten`."""
+    body: dict[str, Any] = {"reason": reason}
+    if flatten:
+        body["flatten"] = True
+    return Call("engageKillSwitch", {"scope": scope, "scopeId": scope_id}, body=body)
 
 
 def release_kill_switch(scope: str, scope_id: str, *, reason: str) -> Call[KillSwitch]:

@@ -75,7 +75,10 @@ class Gate4Client:
             retry=retry or base.retry,
         )
         self._core = ClientCore(self.config)
-        self._http = httpx.Client(timeout=self.config.timeout, transport=transport)
+        # Redirects are never followed: credentials must not ride along to another host.
+        self._http = httpx.Client(
+            timeout=self.config.timeout, transport=transport, follow_redirects=False
+        )
         self._sleep = sleep
 
     @classmethod
@@ -347,9 +350,17 @@ class Gate4Client:
         return self.send(calls.get_kill_switch(scope, scope_id), request_id=request_id)
 
     def engage_kill_switch(
-        self, scope: str, scope_id: str, *, reason: str, request_id: str | None = None
+        self,
+        scope: str,
+        scope_id: str,
+        *,
+        reason: str,
+        flatten: bool = False,
+        request_id: str | None = None,
     ) -> KillSwitch:
-        call = calls.engage_kill_switch(scope, scope_id, reason=reason)
+        """Halts new risk in scope (new orders and deployments refused, open orders
+        cancelled); closes positions too only with `flatten`."""
+        call = calls.engage_kill_switch(scope, scope_id, reason=reason, flatten=flatten)
         return self.send(call, request_id=request_id)
 
     def release_kill_switch(

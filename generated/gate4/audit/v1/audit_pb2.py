@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agate4/audit/v1/audit.proto\x12\x0egate4.audit.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x03\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x10\n\x08position\x18\x04 \x01(\x03\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x0f\n\x07user_id\x18\x0b \x01(\t\x12\x0f\n\x07\x63hannel\x18\x0c \x01(\t\x12\x12\n\naccount_id\x18\r \x01(\t\x12\x15\n\rdeployment_id\x18\x0e \x01(\t\x12\x10\n\x08order_id\x18\x0f \x01(\t\x12\x12\n\nsession_id\x18\x10 \x01(\t\x12\x0f\n\x07outcome\x18\x11 \x01(\t\x12\x16\n\x0epolicy_version\x18\x12 \x01(\t\x12\x0e\n\x06reason\x18\x13 \x01(\t\x12%\n\x04\x64\x61ta\x18\x14 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprev_hash\x18\x15 \x01(\t\x12\x0c\n\x04hash\x18\x16 \x01(\t\":\n\rAppendRequest\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\"N\n\x0e\x41ppendResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"@\n\x12\x41ppendBatchRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\"U\n\x13\x41ppendBatchResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\x87\x02\n\x0cQueryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\x0f\n\x07outcome\x18\x06 \x01(\t\x12\x0c\n\x04type\x18\x07 \x01(\t\x12)\n\x05since\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63ursor\x18\n \x01(\t\x12\r\n\x05limit\x18\x0b \x01(\x05\"P\n\rQueryResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\x0f\n\rVerifyRequest\"\xa1\x01\n\x0eVerifyResponse\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05valid\x18\x02 \x01(\x08\x12\x16\n\x0e\x63hecked_events\x18\x03 \x01(\x03\x12\x15\n\rhead_sequence\x18\x04 \x01(\x03\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x1a\n\x12\x66irst_bad_sequence\x18\x06 \x01(\x03\x12\x0f\n\x07problem\x18\x07 \x01(\t\"N\n\x10SubscribeRequest\x12\x16\n\x0e\x61\x66ter_position\x18\x01 \x01(\x03\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\x12\r\n\x05types\x18\x03 \x03(\t2\x8b\x03\n\x0c\x41uditService\x12G\n\x06\x41ppend\x12\x1d.gate4.audit.v1.AppendRequest\x1a\x1e.gate4.audit.v1.AppendResponse\x12V\n\x0b\x41ppendBatch\x12\".gate4.audit.v1.AppendBatchRequest\x1a#.gate4.audit.v1.AppendBatchResponse\x12\x44\n\x05Query\x12\x1c.gate4.audit.v1.QueryRequest\x1a\x1d.gate4.audit.v1.QueryResponse\x12G\n\x06Verify\x12\x1d.gate4.audit.v1.VerifyRequest\x1a\x1e.gate4.audit.v1.VerifyResponse\x12K\n\tSubscribe\x12 .gate4.audit.v1.SubscribeRequest\x1a\x1a.gate4.audit.v1.AuditEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agate4/audit/v1/audit.proto\x12\x0egate4.audit.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x04\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x10\n\x08position\x18\x04 \x01(\x03\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x0f\n\x07user_id\x18\x0b \x01(\t\x12\x0f\n\x07\x63hannel\x18\x0c \x01(\t\x12\x12\n\naccount_id\x18\r \x01(\t\x12\x15\n\rdeployment_id\x18\x0e \x01(\t\x12\x10\n\x08order_id\x18\x0f \x01(\t\x12\x12\n\nsession_id\x18\x10 \x01(\t\x12\x0f\n\x07outcome\x18\x11 \x01(\t\x12\x16\n\x0epolicy_version\x18\x12 \x01(\t\x12\x0e\n\x06reason\x18\x13 \x01(\t\x12%\n\x04\x64\x61ta\x18\x14 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprev_hash\x18\x15 \x01(\t\x12\x0c\n\x04hash\x18\x16 \x01(\t\x12\x13\n\x0btraceparent\x18\x17 \x01(\t\":\n\rAppendRequest\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\"N\n\x0e\x41ppendResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"@\n\x12\x41ppendBatchRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\"U\n\x13\x41ppendBatchResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\x87\x02\n\x0cQueryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\x0f\n\x07outcome\x18\x06 \x01(\t\x12\x0c\n\x04type\x18\x07 \x01(\t\x12)\n\x05since\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63ursor\x18\n \x01(\t\x12\r\n\x05limit\x18\x0b \x01(\x05\"P\n\rQueryResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.gate4.audit.v1.AuditEvent\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\x0f\n\rVerifyRequest\"\xa1\x01\n\x0eVerifyResponse\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05valid\x18\x02 \x01(\x08\x12\x16\n\x0e\x63hecked_events\x18\x03 \x01(\x03\x12\x15\n\rhead_sequence\x18\x04 \x01(\x03\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x1a\n\x12\x66irst_bad_sequence\x18\x06 \x01(\x03\x12\x0f\n\x07problem\x18\x07 \x01(\t\"N\n\x10SubscribeRequest\x12\x16\n\x0e\x61\x66ter_position\x18\x01 \x01(\x03\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\x12\r\n\x05types\x18\x03 \x03(\t2\x8b\x03\n\x0c\x41uditService\x12G\n\x06\x41ppend\x12\x1d.gate4.audit.v1.AppendRequest\x1a\x1e.gate4.audit.v1.AppendResponse\x12V\n\x0b\x41ppendBatch\x12\".gate4.audit.v1.AppendBatchRequest\x1a#.gate4.audit.v1.AppendBatchResponse\x12\x44\n\x05Query\x12\x1c.gate4.audit.v1.QueryRequest\x1a\x1d.gate4.audit.v1.QueryResponse\x12G\n\x06Verify\x12\x1d.gate4.audit.v1.VerifyRequest\x1a\x1e.gate4.audit.v1.VerifyResponse\x12K\n\tSubscribe\x12 .gate4.audit.v1.SubscribeRequest\x1a\x1a.gate4.audit.v1.AuditEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gate4.audit.v1.audit_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITEVENT']._serialized_start=110
-  _globals['_AUDITEVENT']._serialized_end=605
-  _globals['_APPENDREQUEST']._serialized_start=607
-  _globals['_APPENDREQUEST']._serialized_end=665
-  _globals['_APPENDRESPONSE']._serialized_start=667
-  _globals['_APPENDRESPONSE']._serialized_end=745
-  _globals['_APPENDBATCHREQUEST']._serialized_start=747
-  _globals['_APPENDBATCHREQUEST']._serialized_end=811
-  _globals['_APPENDBATCHRESPONSE']._serialized_start=813
-  _globals['_APPENDBATCHRESPONSE']._serialized_end=898
-  _globals['_QUERYREQUEST']._serialized_start=901
-  _globals['_QUERYREQUEST']._serialized_end=1164
-  _globals['_QUERYRESPONSE']._serialized_start=1166
-  _globals['_QUERYRESPONSE']._serialized_end=1246
-  _globals['_VERIFYREQUEST']._serialized_start=1248
-  _globals['_VERIFYREQUEST']._serialized_end=1263
-  _globals['_VERIFYRESPONSE']._serialized_start=1266
-  _globals['_VERIFYRESPONSE']._serialized_end=1427
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1429
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1507
-  _globals['_AUDITSERVICE']._serialized_start=1510
-  _globals['_AUDITSERVICE']._serialized_end=1905
+  _globals['_AUDITEVENT']._serialized_end=626
+  _globals['_APPENDREQUEST']._serialized_start=628
+  _globals['_APPENDREQUEST']._serialized_end=686
+  _globals['_APPENDRESPONSE']._serialized_start=688
+  _globals['_APPENDRESPONSE']._serialized_end=766
+  _globals['_APPENDBATCHREQUEST']._serialized_start=768
+  _globals['_APPENDBATCHREQUEST']._serialized_end=832
+  _globals['_APPENDBATCHRESPONSE']._serialized_start=834
+  _globals['_APPENDBATCHRESPONSE']._serialized_end=919
+  _globals['_QUERYREQUEST']._serialized_start=922
+  _globals['_QUERYREQUEST']._serialized_end=1185
+  _globals['_QUERYRESPONSE']._serialized_start=1187
+  _globals['_QUERYRESPONSE']._serialized_end=1267
+  _globals['_VERIFYREQUEST']._serialized_start=1269
+  _globals['_VERIFYREQUEST']._serialized_end=1284
+  _globals['_VERIFYRESPONSE']._serialized_start=1287
+  _globals['_VERIFYRESPONSE']._serialized_end=1448
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1450
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1528
+  _globals['_AUDITSERVICE']._serialized_start=1531
+  _globals['_AUDITSERVICE']._serialized_end=1926
 # @@protoc_insertion_point(module_scope)

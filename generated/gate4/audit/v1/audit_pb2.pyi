@@ -48,6 +48,7 @@ class AuditEvent(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     PREV_HASH_FIELD_NUMBER: _builtins.int
     HASH_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Assigned by the writer; the deduplication key."""
     tenant_id: _builtins.str
@@ -73,6 +74,10 @@ class AuditEvent(_message.Message):
     reason: _builtins.str
     prev_hash: _builtins.str
     hash: _builtins.str
+    traceparent: _builtins.str
+    """W3C traceparent of the span that recorded the event. Carried to the audit service so its
+    append joins the trace of the request that made the event; neither stored nor hashed.
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -104,10 +109,11 @@ class AuditEvent(_message.Message):
         data: _struct_pb2.Struct | None = ...,
         prev_hash: _builtins.str = ...,
         hash: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "occurred_at", b"occurred_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "channel", b"channel", "data", b"data", "deployment_id", b"deployment_id", "event_id", b"event_id", "hash", b"hash", "occurred_at", b"occurred_at", "order_id", b"order_id", "outcome", b"outcome", "policy_version", b"policy_version", "position", b"position", "prev_hash", b"prev_hash", "reason", b"reason", "recorded_at", b"recorded_at", "request_id", b"request_id", "sequence", b"sequence", "session_id", b"session_id", "source", b"source", "tenant_id", b"tenant_id", "trace_id", b"trace_id", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "channel", b"channel", "data", b"data", "deployment_id", b"deployment_id", "event_id", b"event_id", "hash", b"hash", "occurred_at", b"occurred_at", "order_id", b"order_id", "outcome", b"outcome", "policy_version", b"policy_version", "position", b"position", "prev_hash", b"prev_hash", "reason", b"reason", "recorded_at", b"recorded_at", "request_id", b"request_id", "sequence", b"sequence", "session_id", b"session_id", "source", b"source", "tenant_id", b"tenant_id", "trace_id", b"trace_id", "traceparent", b"traceparent", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -786,7 +786,9 @@ class KillSwitch(_message.Message):
     released_by: _builtins.str
     release_reason: _builtins.str
     flatten: _builtins.bool
-    """Whether the policy asked for positions in scope to be flattened when it tripped."""
+    """Whether positions in scope are flattened: the policy's flattenOnTrip for a drawdown
+    trip, the engage request's own `flatten` for a manual engagement.
+    """
     enforcement: _builtins.str
     """Execution's enforcement of the latest engagement: "pending", "enforced" or "failed"
     (risk retries until enforced); empty while not engaged.
@@ -872,7 +874,12 @@ class EngageKillSwitchRequest(_message.Message):
 
     REF_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    FLATTEN_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
+    flatten: _builtins.bool
+    """A manual engagement halts new risk in scope (new orders and deployments refused, open
+    orders cancelled) and closes positions only when this is true.
+    """
     @_builtins.property
     def ref(self) -> Global___KillSwitchRef: ...
     def __init__(
@@ -880,10 +887,11 @@ class EngageKillSwitchRequest(_message.Message):
         *,
         ref: Global___KillSwitchRef | None = ...,
         reason: _builtins.str = ...,
+        flatten: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "ref", b"ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flatten", b"flatten", "reason", b"reason", "ref", b"ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

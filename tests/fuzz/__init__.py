@@ -1,0 +1,1 @@
+"""Fuzzing the Platform API against its OpenAPI document with schemathesis."""
