@@ -23,14 +23,16 @@ test: sync ## Run every test (lint, types, unit, contract)
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
 	@$(UV) run --frozen mypy
+	@$(UV) run --frozen hadolint Dockerfile
 	@$(UV) run --frozen pytest
 
 fuzz: sync ## Fuzz the API against its OpenAPI document: the test of make test, many more examples
 	@GATE4_FUZZ_EXAMPLES=$${GATE4_FUZZ_EXAMPLES:-300} GATE4_FUZZ_SEED=$${GATE4_FUZZ_SEED:-random} \
 		$(UV) run --frozen pytest tests/fuzz -q -s
 
-lint: sync ## ruff check and format check
+lint: sync ## ruff check and format check, hadolint on the Dockerfile
 	@$(UV) run --frozen ruff check . && $(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen hadolint Dockerfile
 
 typecheck: sync ## mypy
 	@$(UV) run --frozen mypy

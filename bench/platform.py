@@ -219,14 +219,16 @@ def _processes(commands: list[list[str]]) -> Iterator[None]:
 
 
 def _wait_http(url: str, timeout: float) -> None:
+    """Until the route answers 200: its hops' processes are up too."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            httpx.post(f"{url}/echo", json={}, timeout=1, trust_env=False)
-            return
+            if httpx.post(f"{url}/echo", json={}, timeout=1, trust_env=False).is_success:
+                return
         except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")
 
 
 def ceilings(options: PlatformOptions, progress: Progress) -> Section:

@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import FrameType
 
@@ -46,10 +48,9 @@ START_TIMEOUT_SECONDS = 60.0
 WATCH_INTERVAL_SECONDS = 0.5
 LOG_TAIL_LINES = 15
 REPEAT_SIGNAL_SECONDS = 2.0
-# The documented default risk policy of the demo tenant, so it can trade at once.
-DEMO_RISK_POLICY = (
-    Path(__file__).resolve().parents[1] / "deploy" / "local" / "demo-risk-policy.json"
-)
+# The documented default risk policy of the demo tenant, so it can trade at once: package
+# data, cli/demo-risk-policy.json in the source tree.
+DEMO_RISK_POLICY: Traversable = files("cli") / "demo-risk-policy.json"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 RUNBOOK_CURL = """\
@@ -171,8 +172,10 @@ def say(text: str = "") -> None:
         print(text, flush=True)
 
 
-def display(path: Path) -> str:
+def display(path: Traversable) -> str:
     """Paths relative to the working directory when inside it, as a user would type them."""
+    if not isinstance(path, Path):
+        return str(path)
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:

@@ -65,6 +65,10 @@ class ManagedProcess:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: The interpreter that runs `-m <module>`: this one, or an installed package's venv.
+    python: str = sys.executable
+    #: Working directory of the process (None: this one's). `-m` puts it first on sys.path.
+    cwd: Path | None = None
     _log: object = field(default=None, repr=False)
 
     @property
@@ -79,8 +83,9 @@ class ManagedProcess:
         self._log = log
         module = "gateway" if self.name == GATEWAY else f"services.{self.name}"
         self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", module],
+            [self.python, "-m", module],
             env=self.env,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -163,12 +168,18 @@ class Stack:
         ports: Mapping[str, int] | None = None,
         env: Mapping[str, str] | None = None,
         names: Iterable[str] = PROCESSES,
+        python: str = sys.executable,
+        cwd: Path | None = None,
     ) -> None:
+        """`python` and `cwd` run the processes from another installation, e.g. a venv
+        with the built wheel, from a directory outside the source tree."""
         self.var_dir = var_dir
         self.ports = dict(ports or {name: free_port() for name in PROCESSES})
         self.env = stack_env(var_dir, self.ports, env)
         self.processes = {
-            name: ManagedProcess(name, dict(self.env), var_dir / "logs" / f"{name}.log")
+            name: ManagedProcess(
+                name, dict(self.env), var_dir / "logs" / f"{name}.log", python=python, cwd=cwd
+            )
             for name in names
         }
 

@@ -98,7 +98,8 @@ def open_database(settings: Settings) -> Database:
         name="gateway",
         max_batch=settings.group_commit_max_batch,
     )
-    migrate(db, MIGRATIONS, "gateway")
+    if settings.migrate_on_start:
+        migrate(db, MIGRATIONS, "gateway")
     return db
 
 

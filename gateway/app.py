@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -194,16 +195,40 @@ class Gateway:
     async def healthz(self, _request: Request) -> Response:
         return _json({"status": "ok"}, 200)
 
-    async def readyz(self, _request: Request) -> Response:
+    async def readyz(self, request: Request) -> Response:
+        """Every service SERVING (200) or not (503, naming each service's state).
+
+        `?scope=gateway` answers for this process alone, with the same body: ready while it
+        can serve at all (its own database answers), whichever services are down, since a
+        route whose service is down answers 503 on its own. Orchestrators route traffic on
+        it, so one service down does not take every gateway, and the routes that still work,
+        out of rotation."""
+        scope = request.query_params.get("scope", "all")
+        if scope not in ("all", "gateway"):
+            raise errors.ValidationFailed(
+                "scope is all (every service SERVING) or gateway (this gateway can serve)",
+                field_errors=[errors.FieldError("scope", "must be all or gateway")],
+            )
         assert self.upstreams is not None
         names = list(self.upstreams.health)
-        results = await asyncio.gather(*(self._health(n) for n in names))
-        services = dict(zip(names, results, strict=True))
-        ready = all(v == "SERVING" for v in services.values())
-        return _json(
-            {"status": "ready" if ready else "unavailable", "services": services},
-            200 if ready else 503,
+        database, *results = await asyncio.gather(
+            self._database_up(), *(self._health(n) for n in names)
         )
+        services = dict(zip(names, results, strict=True))
+        body: dict[str, Any] = {"services": services}
+        if scope == "gateway":
+            ready = database
+            body |= {"scope": "gateway", "database": "UP" if database else "DOWN"}
+        else:
+            ready = all(v == "SERVING" for v in services.values())
+        return _json({"status": "ready" if ready else "unavailable", **body}, 200 if ready else 503)
+
+    async def _database_up(self) -> bool:
+        try:
+            await self.db.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+        except sa.exc.SQLAlchemyError:
+            return False
+        return True
 
     async def _health(self, name: str) -> str:
         assert self.upstreams is not None

@@ -1,6 +1,6 @@
 """The OpenAPI document as the one source of truth for request validation.
 
-The gateway serves docs/architecture/specs/platform-api.openapi.yaml as written and
+The gateway serves platform-api.openapi.yaml (package data of `gateway`) as written and
 validates every request body, query and path parameter against the schemas in it with
 a JSON Schema 2020-12 validator, so the document cannot drift from what is enforced.
 """
@@ -11,7 +11,8 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
@@ -22,13 +23,8 @@ from referencing.jsonschema import DRAFT202012
 
 from services.runtime.errors import FieldError, ValidationFailed
 
-SPEC_PATH = (
-    Path(__file__).resolve().parent.parent
-    / "docs"
-    / "architecture"
-    / "specs"
-    / "platform-api.openapi.yaml"
-)
+#: The Platform API contract, shipped inside the `gateway` package.
+SPEC: Traversable = files("gateway") / "platform-api.openapi.yaml"
 _BASE_URI = "urn:gate4:platform-api"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -61,7 +57,7 @@ class OperationContract:
 
 
 class ApiContract:
-    def __init__(self, path: Path = SPEC_PATH) -> None:
+    def __init__(self, path: Traversable = SPEC) -> None:
         self.path = path
         self.yaml_bytes = path.read_bytes()
         self.document: dict[str, Any] = yaml.safe_load(self.yaml_bytes)

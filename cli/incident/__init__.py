@@ -4,7 +4,7 @@ The package holds the runbook's domain as the SRE tooling sees it: the lanes and
 contract tests (lanes.py), the two decision trees (trees.py) and their checks
 (conversation_checks.py, risk_checks.py, walked by triage.py over reads.py), evidence
 collection (evidence.py, platform.py), guardrail confirmations (guardrails.py), severity
-(severity.py), the escalation matrix (escalation.py, docs/runbooks/escalation-matrix.yaml),
+(severity.py), the escalation matrix (escalation.py, cli/incident/escalation-matrix.yaml),
 redaction (redact.py) and the bundle's three files (handoff.py, repro.py, capture.py).
 `gate4 triage` (cli/triage.py) walks the same trees.
 """

@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 from datetime import timedelta
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=Path,
         default=DEFAULT_MATRIX,
         metavar="YAML",
-        help="escalation matrix (default docs/runbooks/escalation-matrix.yaml)",
+        help="escalation matrix (default: the shipped cli/incident/escalation-matrix.yaml)",
     )
     parser.add_argument(
         "--output",
@@ -303,8 +304,10 @@ def build_report(c: Collected, args: argparse.Namespace, rows: list[Any]) -> rep
     )
 
 
-def _display(path: Path) -> str:
+def _display(path: Traversable) -> str:
     """A path inside the repository as the runbook names it, others as given."""
+    if not isinstance(path, Path):
+        return str(path)
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:

@@ -1,4 +1,4 @@
-"""The escalation matrix, read at run time from docs/runbooks/escalation-matrix.yaml.
+"""The escalation matrix, read at run time from escalation-matrix.yaml (package data).
 
 Editing the YAML changes owner teams and escalation targets without a code change; the file
 documents its own format. The owner is the first row listing the incident's lane; rows whose
@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
 
 from cli.errors import UsageError
-from cli.incident.lanes import LANES, REPO_ROOT
+from cli.incident.lanes import LANES
 
-DEFAULT_MATRIX = REPO_ROOT / "docs" / "runbooks" / "escalation-matrix.yaml"
+#: The shipped matrix, cli/incident/escalation-matrix.yaml in the source tree.
+DEFAULT_MATRIX: Traversable = files("cli.incident") / "escalation-matrix.yaml"
 
 #: Signals `gate4 incident capture` computes from the evidence (see the YAML's header).
 SIGNALS = ("audit-evidence-gap", "contract-drift", "runtime-anomaly", "risk-uncertainty")
@@ -86,7 +88,7 @@ def _text(row: dict[str, Any], key: str, where: str) -> str:
     return value.strip()
 
 
-def load_matrix(path: Path = DEFAULT_MATRIX) -> list[Row]:
+def load_matrix(path: Traversable = DEFAULT_MATRIX) -> list[Row]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:

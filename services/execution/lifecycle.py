@@ -9,6 +9,7 @@ dies is finished by reconciliation (reconcile.py) or by the next stop.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -189,10 +190,10 @@ class DeploymentFlow:
                 deployment_id=deployment_id,
             )
         ids: dict[str, Any] = {"account_id": str(row["account_id"]), "deployment_id": deployment_id}
-        try:
-            _check_stoppable(row, utcnow())
-        except errors.StateConflict as exc:
-            raise await self.uow.refuse(
+
+        def conflict(exc: errors.StateConflict) -> Awaitable[errors.Gate4Error]:
+            """Already stopping (another stop holds it) or stopped: refused with the key."""
+            return self.uow.refuse(
                 claim,
                 progress,
                 exc,
@@ -200,7 +201,12 @@ class DeploymentFlow:
                 outcome="STATE_CONFLICT",
                 reason=exc.detail,
                 **ids,
-            ) from None
+            )
+
+        try:
+            _check_stoppable(row, utcnow())
+        except errors.StateConflict as exc:
+            raise await conflict(exc) from None
         decision: risk_pb2.RiskDecision | None
         try:
             decision = await self.risk.check_deployment(
@@ -268,15 +274,7 @@ class DeploymentFlow:
             # A stop is the brake: it may use the outbox reserve while audit is down.
             await self.uow.run(begin, guard=Headroom.RESERVE)
         except errors.StateConflict as exc:
-            raise await self.uow.refuse(
-                claim,
-                progress,
-                exc,
-                "deployment.stop_refused",
-                outcome="STATE_CONFLICT",
-                reason=exc.detail,
-                **ids,
-            ) from None
+            raise await conflict(exc) from None
         progress.started = True
         return await self.finish_stop(deployment_id, request.flatten, reason, claim)
 

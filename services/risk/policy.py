@@ -1,6 +1,6 @@
 """The risk-policy.v1 document: its published JSON Schema, coherence checks and typed form.
 
-The schema at docs/architecture/specs/risk-policy.v1.schema.json is the one the service
+The schema risk-policy.v1.schema.json (package data of `services.risk`) is the one the service
 enforces, so the published contract cannot drift from what is applied. Validation lists
 every problem (schema and coherence) as JSON pointers into the document; only a document
 without problems becomes a `Policy`.
@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -21,13 +22,8 @@ from jsonschema.exceptions import ValidationError
 from services.runtime import canonical
 
 SCHEMA_ID = "risk-policy.v1"
-SCHEMA_PATH = (
-    Path(__file__).resolve().parents[2]
-    / "docs"
-    / "architecture"
-    / "specs"
-    / "risk-policy.v1.schema.json"
-)
+#: The published policy schema, shipped inside the `services.risk` package.
+SCHEMA: Traversable = files("services.risk") / "risk-policy.v1.schema.json"
 SCOPES = ("deployment", "account", "tenant")
 HUNDRED = Decimal(100)
 # Decimal limits (JSON pointer below /limits) that must be greater than zero.
@@ -99,7 +95,7 @@ class PolicyProblems(Exception):
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads(SCHEMA.read_text(encoding="utf-8"))
     return loaded
 
 

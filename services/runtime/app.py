@@ -39,7 +39,8 @@ class BaseService:
         self.channels: dict[str, grpc.aio.Channel] = {}
 
     async def start(self, server: grpc.aio.Server) -> None:
-        migrate(self.db, self.migrations, self.name)
+        if self.settings.migrate_on_start:
+            migrate(self.db, self.migrations, self.name)
         self.db.start()
         wanted = {*self.peers, *(("audit",) if self.uses_outbox else ())}
         self.channels = {

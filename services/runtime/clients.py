@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import grpc
@@ -10,6 +11,50 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from services.runtime.config import Settings
 from services.runtime.identity import channel_credentials, outgoing_token
 from services.runtime.interceptors import client_interceptors
+
+#: Target schemes gRPC resolves itself: an address naming one is dialled as it is.
+_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
+def dial_target(addr: str) -> str:
+    """The target a channel dials for a configured host:port: `dns:///host:port`, so every
+    address the name resolves to (each pod behind a headless Service) is a balancing
+    candidate. An IP literal such as 127.0.0.1:50051 resolves to itself."""
+    return addr if addr.startswith(_SCHEMES) else f"dns:///{addr}"
+
+
+def _ip_literal(addr: str) -> bool:
+    host = addr.rsplit(":", 1)[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def lb_policy(settings: Settings, addr: str) -> str:
+    """GATE4_GRPC_LB_POLICY for a name, which may resolve to several pods; `pick_first` for
+    an IP literal, which has nothing to balance. pick_first reconnects when a call needs the
+    channel, where round_robin reconnects in the background with a growing backoff and
+    fails calls at once meanwhile, also just after its one peer came back."""
+    return "pick_first" if _ip_literal(addr) else settings.grpc_lb_policy
+
+
+def channel_options(settings: Settings, addr: str = "") -> list[tuple[str, str | int]]:
+    """Balancing and keepalive options of a channel to `addr` (README.md, "Configuration":
+    GATE4_GRPC_*)."""
+    return [
+        ("grpc.lb_policy_name", lb_policy(settings, addr)),
+        ("grpc.keepalive_time_ms", _ms(settings.grpc_keepalive_time_seconds)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.grpc_keepalive_timeout_seconds)),
+        # Idle channels ping too, so a dead peer is found before the next call needs it.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def channel(
@@ -30,7 +75,9 @@ def channel(
         *aio_client_interceptors(),  # type: ignore[no-untyped-call]
     ]
     addr = settings.service_addr(service)
+    target = dial_target(addr)
+    options = channel_options(settings, addr)
     credentials = channel_credentials(settings, identity)
     if credentials is None:
-        return grpc.aio.insecure_channel(addr, interceptors=interceptors)
-    return grpc.aio.secure_channel(addr, credentials, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
 
+    # Client-side balancing (services/runtime/clients.py, server.py): peers are dialled as
+    # dns:///host:port with this policy, so a name resolving to several pods (a headless
+    # Service) spreads calls over all of them. Keepalive pings find dead connections; servers
+    # close each connection after its maximum age (plus a grace for calls in flight), so
+    # clients resolve again and reach new replicas.
+    grpc_lb_policy: Literal["round_robin", "pick_first"] = "round_robin"
+    grpc_keepalive_time_seconds: float = Field(default=30.0, gt=0)
+    grpc_keepalive_timeout_seconds: float = Field(default=10.0, gt=0)
+    grpc_max_connection_age_seconds: float = Field(default=300.0, gt=0)
+    grpc_max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
+
     # The budget of a request: the deadline of the gateway's call (and of calls made outside
     # any request). A service calling a dependency waits at most that dependency's timeout,
     # and never past its own caller's deadline less the margin (services/runtime/deadlines.py).
@@ -83,6 +94,10 @@ class Settings(BaseSettings):
     # Deadline of risk's EnforceKillSwitch call: long enough to cancel and flatten a scope.
     risk_enforcement_timeout_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Apply each database's migrations when a process starts (dev, SQLite). In prod a
+    # migration Job runs them with a DDL-capable role (`python -m
+    # services.runtime.storage.migrations`) and the processes, with DML rights only, skip it.
+    migrate_on_start: bool = True
 
     # Internal identities (docs/portal/operations/gate4-security-model.md): each process sends
     # its own token on every call it makes; a service tells its callers apart by the tokens'

@@ -149,6 +149,12 @@ def _identity_problems(settings: Settings, identity: str) -> list[str]:
     return problems
 
 
+def database_problems(settings: Settings, component: str) -> list[str]:
+    """What is wrong, for prod, with the database URL `component` would use (the migration
+    command checks each component's before it connects)."""
+    return _database_problems(settings, component)
+
+
 def _database_problems(settings: Settings, identity: str) -> list[str]:
     variable = f"GATE4_{identity.upper()}_DATABASE_URL"
     specific: str = getattr(settings, f"{identity}_database_url")

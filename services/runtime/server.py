@@ -35,6 +35,28 @@ class ServiceApp(Protocol):
         """Stops background tasks and closes storage after in-flight calls drained."""
 
 
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Connection limits of a service's server (README.md, "Configuration": GATE4_GRPC_*).
+
+    Each connection is closed after its maximum age (calls in flight get the grace), so
+    clients balancing with round_robin resolve the name again and spread over new replicas.
+    Keepalive pings from idle clients, at the interval they are configured with, are
+    accepted rather than answered with GOAWAY too_many_pings."""
+    keepalive_ms = round(settings.grpc_keepalive_time_seconds * 1000)
+    return [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_seconds * 1000)),
+        (
+            "grpc.max_connection_age_grace_ms",
+            round(settings.grpc_max_connection_age_grace_seconds * 1000),
+        ),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Pings closer together than half the clients' interval count as abuse.
+        ("grpc.http2.min_ping_interval_without_data_ms", max(1, keepalive_ms // 2)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
 async def serve(app: ServiceApp, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     settings.check_production_safety(app.name)
@@ -44,7 +66,7 @@ async def serve(app: ServiceApp, settings: Settings | None = None) -> None:
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
             ServerInterceptor(CallerIdentifier(settings)),
         ],
-        options=[("grpc.so_reuseport", 0)],
+        options=server_options(settings),
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

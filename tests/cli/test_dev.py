@@ -90,7 +90,9 @@ def test_process_dying_at_start_is_named_with_its_log(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     fakestack.install(monkeypatch)
-    fail = "print('boom: no risk today'); raise SystemExit(3)"
+    # Risk dies once the others are up: a process SIGTERMed before its handler is installed
+    # would die without recording its place in the stop order.
+    fail = "import time; time.sleep(1); print('boom: no risk today'); raise SystemExit(3)"
     monkeypatch.setenv("FAKESTACK_SCRIPTS", json.dumps({"risk": fail}))
     assert main(["dev", "up"]) == 1
     captured = capsys.readouterr()

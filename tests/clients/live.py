@@ -153,7 +153,7 @@ def run_gate4_process(argv: list[str], env: Mapping[str, str], timeout: float = 
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-DEMO_POLICY = ROOT / "deploy" / "local" / "demo-risk-policy.json"
+DEMO_POLICY = ROOT / "cli" / "demo-risk-policy.json"
 
 
 def ready_to_trade(tenant: Tenant, price: str = "50000") -> Tenant:

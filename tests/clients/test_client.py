@@ -36,7 +36,7 @@ from gate4_client import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-OPENAPI = ROOT / "docs" / "architecture" / "specs" / "platform-api.openapi.yaml"
+OPENAPI = ROOT / "gateway" / "platform-api.openapi.yaml"
 CREDS = Credentials(token="tok.secret.jwt", api_key="g4k_id_secret", tenant_id="acme", user_id="al")
 FAST = RetryPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.02)
 

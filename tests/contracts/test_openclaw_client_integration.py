@@ -61,8 +61,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SKILL_DIR = ROOT / "clients" / "openclaw" / "skills" / "gate4-platform"
 SKILL = SKILL_DIR / "SKILL.md"
 REFERENCES = sorted((SKILL_DIR / "references").glob("*.md"))
-OPENAPI = ROOT / "docs" / "architecture" / "specs" / "platform-api.openapi.yaml"
-DEMO_POLICY = ROOT / "deploy" / "local" / "demo-risk-policy.json"
+OPENAPI = ROOT / "gateway" / "platform-api.openapi.yaml"
+DEMO_POLICY = ROOT / "cli" / "demo-risk-policy.json"
 SHELL_OPERATORS = ("|", "&&", "||", ";", ">", "<", "$(", "`", "<<")
 
 

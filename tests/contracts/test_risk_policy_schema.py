@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,7 +25,7 @@ from tests.risk.rig import DEMO_POLICY, ROOT, RiskRig, new_tenant, policy_doc, s
 from tests.support import rpc
 from tests.support.stack import LiveStack
 
-SCHEMA_FILE = ROOT / "docs" / "architecture" / "specs" / "risk-policy.v1.schema.json"
+SCHEMA_FILE = ROOT / "services" / "risk" / "risk-policy.v1.schema.json"
 
 # The shape agreed with execution, verbatim.
 AGREED = {
@@ -70,7 +71,7 @@ def changed(path: str, value: Any) -> dict[str, Any]:
 def test_the_service_enforces_the_published_schema() -> None:
     published = json.loads(SCHEMA_FILE.read_text())
     Draft202012Validator.check_schema(published)
-    assert policy.SCHEMA_PATH == SCHEMA_FILE
+    assert Path(str(policy.SCHEMA)).resolve() == SCHEMA_FILE
     assert policy.schema() == published
     assert published["properties"]["schema"] == {
         "description": published["properties"]["schema"]["description"],
@@ -391,7 +392,7 @@ def test_dev_up_seeds_the_documented_demo_policy_once(
         label="seed test",
     )
     dev.seed_demo_policy(creds)
-    assert "risk policy   put deploy/local/demo-risk-policy.json as version 1" in (
+    assert "risk policy   put cli/demo-risk-policy.json as version 1" in (
         capsys.readouterr().out.replace(str(ROOT) + "/", "")
     )
     dev.seed_demo_policy(creds)  # a restart keeps what is there

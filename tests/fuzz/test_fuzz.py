@@ -24,12 +24,12 @@ from typing import Any
 
 import httpx
 
-from gateway.openapi import HTTP_METHODS, SPEC_PATH, ApiContract
+from gateway.openapi import HTTP_METHODS, SPEC, ApiContract
 from tests.support.stack import LiveStack
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-DEMO_POLICY = ROOT / "deploy" / "local" / "demo-risk-policy.json"
+DEMO_POLICY = ROOT / "cli" / "demo-risk-policy.json"
 #: Examples per operation and phase in `make test`; `make fuzz` sets many more.
 EXAMPLES = int(os.environ.get("GATE4_FUZZ_EXAMPLES", "12"))
 #: A fixed seed keeps `make test` reproducible; GATE4_FUZZ_SEED=random draws one.
@@ -74,7 +74,7 @@ def test_the_platform_answers_every_generated_request_as_its_document_says(
         "run",
         # The file the gateway serves: loaded from its URL, schemathesis would leave out the
         # operation that serves it.
-        str(SPEC_PATH),
+        str(SPEC),
         "--url",
         live_stack.url,
         "--max-examples",

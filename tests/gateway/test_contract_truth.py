@@ -23,7 +23,7 @@ from tests.support.stack import LiveStack
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ApiContract()
-DEMO_POLICY = json.loads((ROOT / "deploy" / "local" / "demo-risk-policy.json").read_text())
+DEMO_POLICY = json.loads((ROOT / "cli" / "demo-risk-policy.json").read_text())
 UNDECLARED = ("PATCH", "DELETE", "PUT", "POST", "GET")
 
 

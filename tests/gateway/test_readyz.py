@@ -16,6 +16,14 @@ def test_readyz_names_a_killed_service_and_recovers(private_stack: LiveStack) ->
         assert body["status"] == "unavailable"
         assert body["services"]["risk"] == "UNREACHABLE"
         assert body["services"]["audit"] == "SERVING"
+        # What an orchestrator routes on: this gateway still serves the routes risk is not
+        # needed for, and answers 503 on the others by itself.
+        scoped = client.get("/readyz?scope=gateway")
+        assert scoped.status_code == 200
+        assert scoped.json() == {**body, "status": "ready", "scope": "gateway", "database": "UP"}
+        refused = client.get("/readyz?scope=nonsense")
+        assert refused.status_code == 400
+        assert refused.json()["code"] == "VALIDATION_FAILED"
 
         proc = private_stack.stack.processes["risk"]
         proc.start()

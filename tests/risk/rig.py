@@ -30,9 +30,7 @@ from tests.support import rpc
 from tests.support.stack import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_POLICY: dict[str, Any] = json.loads(
-    (ROOT / "deploy" / "local" / "demo-risk-policy.json").read_text()
-)
+DEMO_POLICY: dict[str, Any] = json.loads((ROOT / "cli" / "demo-risk-policy.json").read_text())
 OFFICER = ("risk-officer",)
 TRADER = ("trader",)
 

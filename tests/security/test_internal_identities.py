@@ -30,7 +30,7 @@ from tests.security.conftest import SecurityStack
 from tests.support.stack import LiveStack, start_stack, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_POLICY = ROOT / "deploy" / "local" / "demo-risk-policy.json"
+DEMO_POLICY = ROOT / "cli" / "demo-risk-policy.json"
 
 Call = Callable[..., Any]
 

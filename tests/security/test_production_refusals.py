@@ -12,43 +12,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from cli.devstack import free_port, settings_from
 from services.runtime.config import IDENTITIES, SERVICES
 from services.runtime.production import production_problems
-
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
-
-
-def k8s_documents() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for path in sorted(K8S.glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    return docs
+from tests.support import k8s
 
 
 def k8s_env(identity: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(everything the process's Deployment gives it, just its Secrets' part)."""
-    named = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents() if "metadata" in d}
-    deployment = named["Deployment", f"gate4-{identity}"]
+    """(everything the process's Deployment in the prod overlay gives it, just its Secrets'
+    part)."""
+    deployment = k8s.named("prod")["Deployment", f"gate4-{identity}"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env: dict[str, str] = {}
-    secret_env: dict[str, str] = {}
-    for ref in container["envFrom"]:
-        kind, target = next(iter(ref.items()))
-        doc = named["Secret" if kind == "secretRef" else "ConfigMap", target["name"]]
-        data: dict[str, Any] = doc.get("data") or doc.get("stringData") or {}
-        values = {k: str(v) for k, v in data.items()}
-        env.update(values)
-        if kind == "secretRef":
-            secret_env.update(values)
-    env.update({e["name"]: str(e["value"]) for e in container.get("env", [])})
-    return env, secret_env
+    return k8s.container_env("prod", container)
 
 
 @pytest.mark.parametrize("identity", IDENTITIES)

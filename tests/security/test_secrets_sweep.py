@@ -30,7 +30,7 @@ from tests.support.stack import wait_for
 __all__ = ["run_cli"]
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_POLICY = ROOT / "deploy" / "local" / "demo-risk-policy.json"
+DEMO_POLICY = ROOT / "cli" / "demo-risk-policy.json"
 
 
 def test_no_secret_reaches_logs_spans_audit_records_errors_cli_output_or_evidence(

@@ -9,7 +9,7 @@
 
 `AsyncGate4Client` has the same methods as coroutines. Credentials from the environment go
 only to GATE4_API_BASE: another `base_url` needs its own `credentials=`. Both speak only to
-the gateway's Platform API routes (docs/architecture/specs/platform-api.openapi.yaml),
+the gateway's Platform API routes (gateway/platform-api.openapi.yaml),
 retry with backoff while resending the same `X-Request-Id` and `Idempotency-Key`, and
 raise the canonical problem documents as typed `ApiError`s carrying `request_id`, `code`
 and `outcome`.

@@ -1,6 +1,6 @@
 """Typed shapes of the Platform API's JSON documents.
 
-The contract is docs/architecture/specs/platform-api.openapi.yaml.
+The contract is gateway/platform-api.openapi.yaml.
 
 They are TypedDicts: what the client returns is the gateway's JSON as parsed, so a field the
 contract adds later is simply there. Keys use the contract's lowerCamelCase; decimals are
