@@ -622,7 +622,9 @@ class ReportEquityResponse(_message.Message):
     """False when the report was older than the last one for the deployment and was ignored."""
     @_builtins.property
     def tripped(self) -> _containers.RepeatedCompositeFieldContainer[Global___KillSwitch]:
-        """Kill switches this report tripped (risk also asks execution to enforce them)."""
+        """Kill switches this report tripped. Risk alone enforces them (EnforceKillSwitch, once per
+        engagement); the caller acts on none of them.
+        """
 
     @_builtins.property
     def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___DrawdownState]:
