@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 from cli.apicommand import UNREACHABLE, build_context
 from cli.errors import DEPENDENCY_DOWN
 from cli.trace import Span, build_tree, spans_for
-from gate4_client import ROUTES, ApiError, Gate4Client, Gate4Error, TransportError
+from gate4_client import ROUTES, ApiError, Gate4Client, Gate4ClientError, TransportError
 from gate4_client.models import AuditFilters
 from services.runtime.config import TRACES_DIR, Settings
 
@@ -172,7 +172,7 @@ def fetch(command: str, call: Callable[[], T]) -> Fetched:
             detail=exc.message,
             request_id=exc.request_id,
         )
-    except Gate4Error as exc:
+    except Gate4ClientError as exc:
         return Fetched(command, False, code="CLIENT_ERROR", detail=str(exc))
     return Fetched(command, True, data=data)
 

@@ -1,12 +1,18 @@
-"""gate4_client without a network: requests, retries and errors through httpx.MockTransport."""
+"""gate4_client without a network: requests, retries and errors through httpx.MockTransport.
+
+Every behaviour test runs twice, on `Gate4Client` and on `AsyncGate4Client` (the `connect`
+fixture), against the same scripted transport, and one test compares the two clients'
+exchanges request by request: the generated sync client must behave as its async source.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import json
+import random
 import re
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ from gate4_client import (
     ConflictError,
     Credentials,
     Gate4Client,
+    Gate4ClientError,
     GatewayTimeoutError,
     IdempotencyKeyReusedError,
     KillSwitchEngagedError,
@@ -69,18 +76,81 @@ class Recorder:
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        # A fresh copy per request: a response is read through the client that received it
+        # (sync or async stream), and scripted answers are shared by both clients' runs.
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
 
 
-def client(recorder: Recorder, sleeps: list[float] | None = None, **kwargs: Any) -> Gate4Client:
-    kwargs.setdefault("retry", FAST)
-    return Gate4Client(
-        "http://gw.test",
-        credentials=CREDS,
-        transport=httpx.MockTransport(recorder),
-        sleep=(sleeps.append if sleeps is not None else lambda _s: None),
-        **kwargs,
-    )
+class Driver:
+    """A `Gate4Client` or an `AsyncGate4Client` behind the same synchronous calls, so that one
+    test body proves both: an async method's coroutine runs to its end on the driver's loop."""
+
+    def __init__(
+        self, variant: str, recorder: Recorder, sleeps: list[float] | None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("retry", FAST)
+        kwargs.setdefault("credentials", CREDS)
+        transport = httpx.MockTransport(recorder)
+        record: Callable[[float], None] = sleeps.append if sleeps is not None else _no_sleep
+        self.client: Gate4Client | AsyncGate4Client
+        self._loop: asyncio.Runner | None = None
+        if variant == "sync":
+            self.client = Gate4Client("http://gw.test", transport=transport, sleep=record, **kwargs)
+        else:
+
+            async def sleep(seconds: float) -> None:
+                record(seconds)
+
+            self.client = AsyncGate4Client(
+                "http://gw.test", transport=transport, sleep=sleep, **kwargs
+            )
+            self._loop = asyncio.Runner()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attribute(*args, **kwargs)
+            return self._loop.run(result) if self._loop and inspect.iscoroutine(result) else result
+
+        return call
+
+    def close(self) -> None:
+        if isinstance(self.client, Gate4Client):
+            self.client.close()
+        elif self._loop is not None:
+            self._loop.run(self.client.aclose())
+            self._loop.close()
+            self._loop = None
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _no_sleep(_seconds: float) -> None:
+    pass
+
+
+Connect = Callable[..., Driver]
+
+
+@pytest.fixture(params=["sync", "async"])
+def connect(request: pytest.FixtureRequest) -> Iterator[Connect]:
+    """Makes drivers of one client variant: connect(recorder, sleeps=None, **client_kwargs)."""
+    drivers: list[Driver] = []
+
+    def make(recorder: Recorder, sleeps: list[float] | None = None, **kwargs: Any) -> Driver:
+        drivers.append(Driver(request.param, recorder, sleeps, **kwargs))
+        return drivers[-1]
+
+    yield make
+    for driver in drivers:
+        driver.close()
 
 
 def test_routes_are_exactly_the_contracts_operations() -> None:
@@ -111,9 +181,11 @@ def test_every_operation_has_a_method_on_both_clients_with_the_same_signature() 
     assert expected | {"openapi_document"} <= sync_methods
 
 
-def test_a_command_carries_credentials_correlation_channel_and_a_compact_body() -> None:
+def test_a_command_carries_credentials_correlation_channel_and_a_compact_body(
+    connect: Connect,
+) -> None:
     rec = Recorder(httpx.Response(201, json={"sessionId": "ses_1"}))
-    with client(rec, channel="openclaw") as gate4:
+    with connect(rec, channel="openclaw") as gate4:
         session = gate4.create_session(
             topic="incident-triage",
             metadata={"notificationsOptIn": True},
@@ -138,18 +210,18 @@ def test_a_command_carries_credentials_correlation_channel_and_a_compact_body() 
     )
 
 
-def test_operational_routes_need_no_credentials() -> None:
+def test_operational_routes_need_no_credentials(connect: Connect) -> None:
     rec = Recorder(httpx.Response(503, json={"status": "unavailable", "services": {}}))
-    gate4 = Gate4Client("http://gw.test", transport=httpx.MockTransport(rec), retry=FAST)
+    gate4 = connect(rec, credentials=None)
     assert gate4.readyz()["status"] == "unavailable"  # readyz's 503 is its report, not an error
     assert "Authorization" not in rec.requests[0].headers
     with pytest.raises(ConfigurationError, match="GATE4_TOKEN"):
         gate4.get_session("ses_1")
 
 
-def test_path_and_query_parameters_are_encoded() -> None:
+def test_path_and_query_parameters_are_encoded(connect: Connect) -> None:
     rec = Recorder(httpx.Response(200, json={"events": []}))
-    with client(rec) as gate4:
+    with connect(rec) as gate4:
         gate4.query_audit_events({"requestId": "req:1/2", "outcome": "APPROVED"}, limit=5)
         gate4.get_kill_switch("deployment", "dep 1/x")
         gate4.list_kill_switches(engaged_only=True)
@@ -180,10 +252,10 @@ def test_path_and_query_parameters_are_encoded() -> None:
     ],
 )
 def test_keyed_commands_always_send_an_idempotency_key(
-    call: Callable[[Gate4Client], Any], operation: str
+    connect: Connect, call: Callable[[Driver], Any], operation: str
 ) -> None:
     rec = Recorder(httpx.Response(201, json={}))
-    with client(rec) as gate4:
+    with connect(rec) as gate4:
         call(gate4)
     key = rec.requests[0].headers["Idempotency-Key"]
     assert 8 <= len(key) <= 255
@@ -192,7 +264,20 @@ def test_keyed_commands_always_send_an_idempotency_key(
     assert re.fullmatch(re.sub(r"\{\w+\}", "[^/]+", template), rec.requests[0].url.path)
 
 
-def test_a_retry_resends_the_same_request_id_key_and_body_after_backoff() -> None:
+def test_each_command_gets_its_own_key_and_keeps_it_across_retries(connect: Connect) -> None:
+    ok = httpx.Response(200, json={})
+    rec = Recorder(problem(504, "DEADLINE_EXCEEDED"), ok, ok, ok)
+    with connect(rec) as gate4:
+        gate4.stop_deployment("dep_1")  # 504: outcome unknown, resent because it is keyed
+        gate4.stop_deployment("dep_1")
+        gate4.stop_deployment("dep_1", idempotency_key="caller-key-0001")
+    first, resent, second, own = (r.headers["Idempotency-Key"] for r in rec.requests)
+    assert first == resent != second
+    assert str(uuid.UUID(first)) == first
+    assert own == "caller-key-0001"
+
+
+def test_a_retry_resends_the_same_request_id_key_and_body_after_backoff(connect: Connect) -> None:
     rec = Recorder(
         problem(503, "RISK_UNAVAILABLE"),
         httpx.ConnectError("refused"),
@@ -200,7 +285,7 @@ def test_a_retry_resends_the_same_request_id_key_and_body_after_backoff() -> Non
         httpx.Response(201, json={"orderId": "ord_1"}),
     )
     sleeps: list[float] = []
-    with client(rec, sleeps) as gate4:
+    with connect(rec, sleeps) as gate4:
         order = gate4.submit_order(
             deployment_id="dep_1",
             instrument="BTC-USD",
@@ -218,53 +303,53 @@ def test_a_retry_resends_the_same_request_id_key_and_body_after_backoff() -> Non
     assert len(sleeps) == 3 and all(0 < s <= FAST.backoff_max for s in sleeps)
 
 
-def test_retry_after_is_honoured() -> None:
+def test_retry_after_is_honoured(connect: Connect) -> None:
     limited = problem(429, "RATE_LIMITED")
     limited.headers["Retry-After"] = "2"
     rec = Recorder(limited, httpx.Response(200, json={"deployments": []}))
     sleeps: list[float] = []
-    with client(rec, sleeps) as gate4:
+    with connect(rec, sleeps) as gate4:
         gate4.list_deployments()
     assert sleeps == [2.0]
 
 
-def test_an_unkeyed_command_is_not_resent_when_its_outcome_is_unknown() -> None:
+def test_an_unkeyed_command_is_not_resent_when_its_outcome_is_unknown(connect: Connect) -> None:
     # createSession has no Idempotency-Key: after a 504 it may have happened, so no retry...
     rec = Recorder(problem(504, "DEADLINE_EXCEEDED"))
-    with client(rec) as gate4, pytest.raises(GatewayTimeoutError) as err:
+    with connect(rec) as gate4, pytest.raises(GatewayTimeoutError) as err:
         gate4.create_session(topic="t")
     assert len(rec.requests) == 1
     assert err.value.code == "DEADLINE_EXCEEDED"
     # ...but a connection that was never made did nothing, and a GET is always safe.
     rec = Recorder(httpx.ConnectError("refused"), httpx.Response(201, json={"sessionId": "s"}))
-    with client(rec) as gate4:
+    with connect(rec) as gate4:
         gate4.create_session(topic="t")
     assert len(rec.requests) == 2
     rec = Recorder(httpx.ReadTimeout("slow"), httpx.Response(200, json={"sessionId": "s"}))
-    with client(rec) as gate4:
+    with connect(rec) as gate4:
         gate4.get_session("s")
     assert len(rec.requests) == 2
 
 
-def test_state_conflicts_and_refusals_are_not_retried() -> None:
+def test_state_conflicts_and_refusals_are_not_retried(connect: Connect) -> None:
     for answer in (problem(409, "STATE_CONFLICT"), problem(423, "KILL_SWITCH_ENGAGED")):
         rec = Recorder(answer)
-        with client(rec) as gate4, pytest.raises(ApiError):
+        with connect(rec) as gate4, pytest.raises(ApiError):
             gate4.stop_deployment("dep_1")
         assert len(rec.requests) == 1
 
 
-def test_retries_are_bounded_and_end_in_the_last_error() -> None:
+def test_retries_are_bounded_and_end_in_the_last_error(connect: Connect) -> None:
     rec = Recorder(problem(503, "DEPENDENCY_UNAVAILABLE"))
-    with client(rec) as gate4, pytest.raises(ServiceUnavailableError):
+    with connect(rec) as gate4, pytest.raises(ServiceUnavailableError):
         gate4.get_deployment("dep_1")
     assert len(rec.requests) == FAST.max_retries + 1
 
 
-def test_no_answer_raises_a_transport_error_with_the_request_id() -> None:
+def test_no_answer_raises_a_transport_error_with_the_request_id(connect: Connect) -> None:
     rec = Recorder(httpx.ConnectError("[Errno 111] Connection refused"))
     retry = RetryPolicy(max_retries=1, backoff_base=0.01)
-    with client(rec, retry=retry) as gate4, pytest.raises(TransportError) as err:
+    with connect(rec, retry=retry) as gate4, pytest.raises(TransportError) as err:
         gate4.get_order("ord_1", request_id="req_noanswer1")
     assert err.value.request_id == "req_noanswer1"
     assert "cannot connect to the Platform API at http://gw.test" in str(err.value)
@@ -299,10 +384,10 @@ def test_no_answer_raises_a_transport_error_with_the_request_id() -> None:
     ],
 )
 def test_problems_become_typed_errors(
-    answer: httpx.Response, cls: type[ApiError], code: str, outcome: str
+    connect: Connect, answer: httpx.Response, cls: type[ApiError], code: str, outcome: str
 ) -> None:
     rec = Recorder(answer)
-    with client(rec) as gate4, pytest.raises(cls) as err:
+    with connect(rec) as gate4, pytest.raises(cls) as err:
         gate4.submit_order(
             deployment_id="d",
             instrument="BTC-USD",
@@ -313,6 +398,7 @@ def test_problems_become_typed_errors(
         )
     exc = err.value
     assert type(exc) is cls
+    assert isinstance(exc, Gate4ClientError)
     assert (exc.status, exc.code, exc.outcome) == (answer.status_code, code, outcome)
     assert exc.request_id == "req_from_gateway"
     assert exc.trace_id == "0af7651916cd43dd8448eb211c80319c"
@@ -321,13 +407,15 @@ def test_problems_become_typed_errors(
     assert "requestId req_from_gateway" in str(exc)
 
 
-def test_an_error_without_a_problem_document_still_has_a_code_and_request_id() -> None:
+def test_an_error_without_a_problem_document_still_has_a_code_and_request_id(
+    connect: Connect,
+) -> None:
     rec = Recorder(
         httpx.Response(
             502, text="<html>bad gateway</html>", headers={"X-Request-Id": "req_hdr0001"}
         )
     )
-    with client(rec, retry=RetryPolicy(max_retries=0)) as gate4, pytest.raises(ServerError) as err:
+    with connect(rec, retry=RetryPolicy(max_retries=0)) as gate4, pytest.raises(ServerError) as err:
         gate4.get_order("ord_1")
     assert (err.value.code, err.value.request_id, err.value.status) == (
         "HTTP_502",
@@ -336,9 +424,9 @@ def test_an_error_without_a_problem_document_still_has_a_code_and_request_id() -
     )
 
 
-def test_secrets_stay_out_of_reprs_and_errors() -> None:
+def test_secrets_stay_out_of_reprs_and_errors(connect: Connect) -> None:
     rec = Recorder(problem(401, "UNAUTHENTICATED"))
-    with client(rec) as gate4, pytest.raises(AuthenticationError) as err:
+    with connect(rec) as gate4, pytest.raises(AuthenticationError) as err:
         gate4.verify_audit_chain()
     for text in (repr(CREDS), repr(gate4.config), str(err.value), repr(err.value.problem)):
         assert "tok.secret.jwt" not in text
@@ -367,36 +455,74 @@ def test_configuration_from_the_environment() -> None:
     gate4.close()
 
 
-def test_the_async_client_shares_requests_retries_and_errors() -> None:
-    rec = Recorder(
-        problem(503, "RISK_UNAVAILABLE"),
-        httpx.Response(201, json={"turnId": "trn_1"}),
-        problem(423, "KILL_SWITCH_ENGAGED", outcome="KILL_SWITCH_ENGAGED"),
-    )
-    sleeps: list[float] = []
+#: Scripts for the side-by-side run: a call, and the answers the gateway gives it in turn.
+SCENARIOS: list[tuple[Callable[[Driver], Any], tuple[httpx.Response | Exception, ...]]] = [
+    (
+        lambda g: g.submit_order(
+            deployment_id="d", instrument="BTC-USD", side="buy", type="market", quantity="1"
+        ),
+        (
+            problem(503, "RISK_UNAVAILABLE"),
+            httpx.ConnectError("refused"),
+            problem(504, "DEADLINE_EXCEEDED"),
+            httpx.Response(201, json={"orderId": "ord_1"}),
+        ),
+    ),
+    (lambda g: g.create_session(topic="t"), (problem(504, "DEADLINE_EXCEEDED"),)),
+    (
+        lambda g: g.stop_deployment("dep_1", reason="r"),
+        (
+            problem(409, "IDEMPOTENCY_IN_PROGRESS"),
+            problem(423, "KILL_SWITCH_ENGAGED", outcome="KILL_SWITCH_ENGAGED"),
+        ),
+    ),
+    (
+        lambda g: g.list_deployments(limit=2),
+        (
+            httpx.Response(429, headers={"Retry-After": "3"}),
+            httpx.Response(502, text="bad gateway"),
+            httpx.Response(200, json={"deployments": []}),
+        ),
+    ),
+    (lambda g: g.create_turn("ses_1", "hi"), (problem(422, "IDEMPOTENCY_KEY_REUSED"),)),
+    (lambda g: g.get_order("ord_1"), (httpx.ReadTimeout("slow"),)),
+    (lambda g: g.get_session("ses_1"), (problem(404, "NOT_FOUND"),)),
+    (lambda g: g.metrics(), (httpx.Response(200, text="gate4_up 1"),)),
+]
 
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
 
-    async def scenario() -> None:
-        async with AsyncGate4Client(
-            "http://gw.test",
-            credentials=CREDS,
-            channel="openclaw",
-            retry=FAST,
-            transport=httpx.MockTransport(rec),
-            sleep=sleep,
-        ) as gate4:
-            turn = await gate4.create_turn("ses_1", "status", request_id="req_async0001")
-            assert turn["turnId"] == "trn_1"
-            with pytest.raises(KillSwitchEngagedError) as err:
-                await gate4.stop_deployment("dep_1")
-            assert err.value.outcome == "KILL_SWITCH_ENGAGED"
+def exchanges(variant: str) -> list[str]:
+    """All that is observable of SCENARIOS on one client: every request with its headers and
+    body, every wait, and the result or the error with all its attributes."""
+    state = random.getstate()
+    random.seed(4)  # the same backoff jitter for both clients
+    ids: dict[str, str] = {}  # fresh request ids and keys, numbered by first appearance
+    seen = []
+    try:
+        for call, answers in SCENARIOS:
+            rec, sleeps = Recorder(*answers), list[float]()
+            with Driver(variant, rec, sleeps) as gate4:
+                try:
+                    outcome: Any = ("result", call(gate4))
+                except Gate4ClientError as exc:
+                    outcome = (type(exc).__name__, str(exc), sorted(vars(exc).items()))
+            sent = [
+                (r.method, str(r.url), sorted(r.headers.items()), r.content) for r in rec.requests
+            ]
+            text = repr((sent, sleeps, outcome))
+            for request in rec.requests:
+                for name in ("X-Request-Id", "Idempotency-Key"):
+                    value = request.headers.get(name)
+                    if value:
+                        text = text.replace(value, ids.setdefault(value, f"<{name} {len(ids)}>"))
+            seen.append(text)
+    finally:
+        random.setstate(state)
+    return seen
 
-    asyncio.run(scenario())
-    first, second, third = rec.requests
-    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
-    assert first.headers["X-Request-Id"] == second.headers["X-Request-Id"] == "req_async0001"
-    assert json.loads(first.content) == {"message": "status"}
-    assert third.url.path == "/v1/deployments/dep_1/actions/stop"
-    assert len(sleeps) == 1
+
+def test_both_clients_make_the_same_exchanges() -> None:
+    sync, async_ = exchanges("sync"), exchanges("async")
+    assert len(sync) == len(SCENARIOS)
+    for scenario, (ours, theirs) in enumerate(zip(sync, async_, strict=True)):
+        assert ours == theirs, f"scenario {scenario}"

@@ -7,12 +7,13 @@
                                        metadata={"notificationsOptIn": True})
         print(session["sessionId"])
 
-`AsyncGate4Client` has the same methods as coroutines. Credentials from the environment go
+`AsyncGate4Client` (aio.py) has the same methods as coroutines; `Gate4Client` (client.py) is
+generated from it by clients/python/generate_sync.py. Credentials from the environment go
 only to GATE4_API_BASE: another `base_url` needs its own `credentials=`. Both speak only to
 the gateway's Platform API routes (gateway/platform-api.openapi.yaml),
 retry with backoff while resending the same `X-Request-Id` and `Idempotency-Key`, and
 raise the canonical problem documents as typed `ApiError`s carrying `request_id`, `code`
-and `outcome`.
+and `outcome`. Every error they raise is a `Gate4ClientError`.
 """
 
 from gate4_client._core import (
@@ -37,7 +38,7 @@ from gate4_client.errors import (
     BadRequestError,
     ConfigurationError,
     ConflictError,
-    Gate4Error,
+    Gate4ClientError,
     GatewayTimeoutError,
     IdempotencyKeyReusedError,
     KillSwitchEngagedError,
@@ -66,7 +67,7 @@ __all__ = [
     "ConflictError",
     "Credentials",
     "Gate4Client",
-    "Gate4Error",
+    "Gate4ClientError",
     "GatewayTimeoutError",
     "IdempotencyKeyReusedError",
     "KillSwitchEngagedError",

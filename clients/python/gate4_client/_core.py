@@ -13,9 +13,9 @@ import json
 import os
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -75,6 +75,13 @@ SAFE_OPERATIONS = frozenset({"validatePolicy"})
 NOTHING_EXECUTED = frozenset({429, 503})
 #: Statuses after which the outcome is unknown: only reads and keyed commands retry.
 OUTCOME_UNKNOWN = frozenset({502, 504})
+
+
+#: How a client waits between attempts (tests pass one that records instead). Two names, since
+#: token replacement cannot drop `Awaitable[...]`: unasync turns `AsyncSleep` in aio.py into
+#: `SyncSleep` in the generated client.py.
+AsyncSleep: TypeAlias = Callable[[float], Awaitable[None]]
+SyncSleep: TypeAlias = Callable[[float], None]
 
 
 def new_request_id() -> str:

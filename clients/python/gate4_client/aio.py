@@ -1,9 +1,15 @@
-"""`AsyncGate4Client`: the asyncio Platform API client (httpx); same methods as `Gate4Client`."""
+"""`AsyncGate4Client`: the asyncio Platform API client (httpx).
+
+The source of both clients: client.py (`Gate4Client`) is generated from this module by
+clients/python/generate_sync.py, which drops async/await and renames a few tokens (its
+REPLACEMENTS). Write here only what that turns into correct synchronous code; what it cannot
+(the sleep's type) belongs in `_core`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -11,6 +17,7 @@ import httpx
 
 from gate4_client import calls
 from gate4_client._core import (
+    AsyncSleep,
     Call,
     ClientConfig,
     ClientCore,
@@ -64,7 +71,7 @@ class AsyncGate4Client:
         retry: RetryPolicy | None = None,
         config: ClientConfig | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: AsyncSleep = asyncio.sleep,
     ) -> None:
         base = config or ClientConfig()
         self.config = ClientConfig(

@@ -1,9 +1,14 @@
-"""`Gate4Client`: the synchronous Platform API client (httpx)."""
+# Generated from aio.py by clients/python/generate_sync.py (unasync): do not edit.
+# Change aio.py, then run `uv run --frozen python clients/python/generate_sync.py`.
+"""`Gate4Client`: the synchronous Platform API client (httpx).
+
+The same methods as `AsyncGate4Client`, without `await`: this module is aio.py, unasynced.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -16,6 +21,7 @@ from gate4_client._core import (
     ClientCore,
     Credentials,
     RetryPolicy,
+    SyncSleep,
     config_from_env,
     describe_transport_error,
     new_request_id,
@@ -64,7 +70,7 @@ class Gate4Client:
         retry: RetryPolicy | None = None,
         config: ClientConfig | None = None,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: SyncSleep = time.sleep,
     ) -> None:
         base = config or ClientConfig()
         self.config = ClientConfig(

@@ -1,10 +1,14 @@
-"""One error hierarchy: every failure of a Platform API call is a `Gate4Error`.
+"""One error hierarchy: every failure of a Platform API call is a `Gate4ClientError`.
 
 An `ApiError` is the gateway's answer: an RFC 9457 problem document turned into an exception
 that carries its `status`, `code`, `requestId`, `traceId` and, on risk and kill-switch
 refusals, the pre-trade `outcome`. Branch on the class or on `code`, never on `detail`.
 A `TransportError` means no answer came back (connection refused, timeout); it still carries
 the `requestId` the client sent, so the attempt can be found in the gateway's logs.
+
+The base is not called `Gate4Error`: that is the services' hierarchy (services/runtime/errors.py),
+whose errors reach a client only as problem documents, i.e. as `ApiError`s. Nor `ApiError`, which
+names the answers alone, not the missing setting or the missing answer.
 """
 
 from __future__ import annotations
@@ -12,15 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 
-class Gate4Error(Exception):
+class Gate4ClientError(Exception):
     """Base class of every error raised by gate4_client."""
 
 
-class ConfigurationError(Gate4Error):
+class ConfigurationError(Gate4ClientError):
     """The client is missing a setting (base URL, token, API key, tenant or user)."""
 
 
-class TransportError(Gate4Error):
+class TransportError(Gate4ClientError):
     """No HTTP answer: the gateway was unreachable or did not answer in time."""
 
     def __init__(self, message: str, *, request_id: str, method: str, url: str) -> None:
@@ -34,7 +38,7 @@ class TransportError(Gate4Error):
         return f"{self.message} (requestId {self.request_id})"
 
 
-class ApiError(Gate4Error):
+class ApiError(Gate4ClientError):
     """The gateway answered with an error status (a problem document, as a rule)."""
 
     def __init__(
