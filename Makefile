@@ -1,20 +1,35 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+# Where `make uv` installs uv when pip refuses `--user` (a PEP 668 "externally managed"
+# system Python): a venv of the project's own, git-ignored.
+UV_BOOTSTRAP := $(CURDIR)/.cache/uv-bootstrap
+# uv on PATH, else where `make uv` put it. Recursively expanded, so a recipe running after
+# the `uv` target finds what it just installed.
+UV ?= $(firstword $(shell command -v uv 2>/dev/null) $(wildcard $(HOME)/.local/bin/uv $(UV_BOOTSTRAP)/bin/uv) uv)
 
-.PHONY: help uv sync proto run test fuzz lint typecheck bench wrk clean openclaw
+.PHONY: help uv sync proto client run test fuzz lint typecheck bench wrk clean openclaw
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-uv: ## Install uv when it is missing
-	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || python3 -m pip install --user --quiet uv
+uv: ## Install uv when it is missing (pip --user, or a venv in .cache/ where PEP 668 refuses that)
+	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || [ -x "$(UV_BOOTSTRAP)/bin/uv" ] || { \
+		refusal=$$(python3 -m pip install --user --quiet uv 2>&1) || { \
+			echo "make: pip refused --user (PEP 668?); installing uv into $(UV_BOOTSTRAP)"; \
+			python3 -m venv "$(UV_BOOTSTRAP)" && "$(UV_BOOTSTRAP)/bin/python" -m pip install --quiet uv; \
+		} || { echo "$$refusal" >&2; exit 1; }; }
 
+# Bytecode is compiled once here: every service, gateway and CLI process would otherwise
+# compile its imports again at each start when PYTHONDONTWRITEBYTECODE is set.
 sync: uv ## Create .venv from uv.lock
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
+	@.venv/bin/python -m compileall -q services gateway cli clients/python generated >/dev/null
 
 proto: sync ## Regenerate generated/ from protos/
 	@$(UV) run --frozen python protos/generate.py
+
+client: sync ## Regenerate the sync Python client (client.py) from the async one (aio.py)
+	@$(UV) run --frozen python clients/python/generate_sync.py
 
 run: sync proto ## Start the four services and the gateway on SQLite (Ctrl-C stops them)
 	@$(UV) run --frozen gate4 dev up

@@ -1,9 +1,10 @@
 """Ceilings for `make bench`: what this stack allows when the platform does nothing at all.
 
 Bench-only programs, never part of the public API. They use the libraries and settings the
-platform uses (uvicorn serving a Starlette app, grpc.aio with the platform's server
-options), so the platform's figures can be read as a fraction of what its own stack can do
-on the same cores in the same run:
+platform uses (uvicorn served as the gateway is, gateway/server.py: httptools on uvloop;
+orjson for the JSON; grpc.aio with the services' server options on the same uvloop loop,
+services/runtime/eventloop.py), so the platform's figures can be read as a fraction of what
+its own stack can do on the same cores in the same run:
 
     python -m bench.ceilings service --port P
         a grpc.aio server whose one unary method does nothing (the gRPC health check)
@@ -14,28 +15,33 @@ on the same cores in the same run:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
-import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
+
+from gateway import codec, server
+from services.runtime import eventloop
+from services.runtime.config import Settings
+from services.runtime.server import server_options
 
 ROUTE = "/echo"
 CALL_TIMEOUT_SECONDS = 5.0
 
 
 async def serve_noop(port: int) -> None:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
+    # The defaults, not this environment's GATE4_* values: the platform under test gets them
+    # too (bench/platform.py, `isolate`).
+    noop = grpc.aio.server(options=server_options(Settings.model_construct()))
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), noop)
+    noop.add_insecure_port(f"127.0.0.1:{port}")
+    await noop.start()
+    await noop.wait_for_termination()
 
 
 def route_app(hops: Sequence[str]) -> Starlette:
@@ -49,11 +55,11 @@ def route_app(hops: Sequence[str]) -> Starlette:
         for channel in channels:
             await channel.close()
 
-    async def echo(request: Request) -> JSONResponse:
-        body = await request.json()
+    async def echo(request: Request) -> Response:
+        body = codec.loads(await request.body())
         for stub in stubs:
             await stub.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_SECONDS)
-        return JSONResponse(body)
+        return Response(codec.dumps(body), media_type="application/json")
 
     return Starlette(routes=[Route(ROUTE, echo, methods=["POST"])], lifespan=lifespan)
 
@@ -68,17 +74,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     route.add_argument("--hop", action="append", default=[], metavar="HOST:PORT")
     args = parser.parse_args(argv)
     if args.kind == "service":
-        asyncio.run(serve_noop(args.port))
+        eventloop.run(serve_noop(args.port))
         return
-    # The gateway's own uvicorn settings (gateway/__main__.py).
-    uvicorn.run(
-        route_app(args.hop),
-        host="127.0.0.1",
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-    )
+    server.serve(server.uvicorn_config(route_app(args.hop), "127.0.0.1", args.port))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,21 @@
 """Storage benchmark: group commit versus one transaction per write, in-process.
 
-N small inserts from C concurrent asyncio tasks go, on a fresh database each time:
+N writes from C concurrent asyncio tasks go, on a fresh database each time:
 
-  per-request   each insert in its own transaction (`Database.write_sync` on a thread pool
+  per-request   each write in its own transaction (`Database.write_sync` on a thread pool
                 of the size asyncio would pick), so every write pays its own commit (the
                 baseline);
   group-commit  through `Database.write`: one writer thread runs every queued write in one
                 transaction and commits once per batch.
+
+Each runs twice: with a single-row insert per write, and with a write shaped like the
+services' units of work (`/uow`: a lookup, the row, an outbox-like event). The `/uow` group
+commit runs twice more with tracing on (an SDK tracer provider whose spans are formatted
+and discarded): each write under a request span (`+spans`), and also with a span per SQL
+statement (`+sql-spans`, `Database(trace_sql=True)`). On PostgreSQL, `/uow x2` is the
+`/uow` group commit with two batches in flight (`Database(writers=2)`). Each row's ratio is
+to the row named in its `vs`. Each scenario's writes are split over interleaved rounds, so
+load from elsewhere on the host weighs on every scenario alike.
 
 SQLite runs on a temp file with the Database's own pragmas (WAL, synchronous=FULL,
 BEGIN IMMEDIATE). PostgreSQL runs in a throwaway database `gate4_bench_<hex>` on the
@@ -16,18 +25,23 @@ loopback server when it answers, and is skipped with a message otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import itertools
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from psycopg import sql
 from sqlalchemy.engine import Connection, make_url
 
@@ -50,9 +64,43 @@ bench_writes = sa.Table(
     "bench_writes",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False, index=True),
     sa.Column("payload", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+# What a unit of work records besides its row: an audit event in the outbox.
+bench_events = sa.Table(
+    "bench_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(32), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
+EVENT_PAYLOAD = b"e" * 200
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    group: bool
+    #: "insert": one INSERT; "uow": SELECT by seq, INSERT the row, INSERT an event.
+    op: str
+    #: "none"; "request": a span per write; "sql": that and a span per statement.
+    spans: str = "none"
+    #: The row this one's ratio is to.
+    versus: str = "per-request"
+    #: Database(writers=...): batches in flight at once (PostgreSQL only).
+    writers: int = 1
+
+
+SCENARIOS = (
+    Scenario("per-request", group=False, op="insert"),
+    Scenario("group-commit", group=True, op="insert"),
+    Scenario("per-request/uow", group=False, op="uow", versus="per-request/uow"),
+    Scenario("group-commit/uow", group=True, op="uow", versus="per-request/uow"),
+    Scenario("group-commit/uow+spans", True, "uow", "request", versus="group-commit/uow"),
+    Scenario("group-commit/uow+sql-spans", True, "uow", "sql", versus="group-commit/uow+spans"),
+    Scenario("group-commit/uow x2", True, "uow", versus="group-commit/uow", writers=2),
 )
 
 
@@ -64,6 +112,8 @@ class StorageOptions:
     postgres: bool = True
     postgres_url: str = DEFAULT_POSTGRES_URL
     op_timeout: float = 30.0
+    #: Each scenario's writes are split over this many interleaved rounds.
+    rounds: int = 3
 
     @property
     def threads(self) -> int:
@@ -84,6 +134,29 @@ def _insert(seq: int) -> Callable[[Connection], None]:
     return op
 
 
+def _unit_of_work(seq: int) -> Callable[[Connection], None]:
+    def op(conn: Connection) -> None:
+        # Like an idempotency-key lookup: a read on an index before writing.
+        if conn.execute(sa.select(bench_writes.c.id).where(bench_writes.c.seq == seq)).first():
+            return
+        _insert(seq)(conn)
+        conn.execute(
+            sa.insert(bench_events).values(event_id=uuid.uuid4().hex, payload=EVENT_PAYLOAD)
+        )
+
+    return op
+
+
+class _Discard(SpanExporter):
+    """Formats every span as the services' span files do, then drops it."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        out = io.StringIO()
+        for span in spans:
+            out.write(span.to_json(indent=None) + os.linesep)
+        return SpanExportResult.SUCCESS
+
+
 def _count(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(bench_writes)).scalar_one())
 
@@ -94,17 +167,63 @@ def _fresh_table(db: Database) -> None:
         metadata.create_all(conn)
 
 
+@dataclass
+class _Pooled:
+    """One scenario's rounds, added up."""
+
+    sample: Sample = field(default_factory=Sample)
+    transactions: int = 0
+    rows: int = 0
+    replays: int = 0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, sample: Sample, transactions: int, rows: int, replays: int) -> None:
+        self.sample.latencies += sample.latencies
+        self.sample.ok += sample.ok
+        self.sample.errors += sample.errors
+        self.sample.elapsed += sample.elapsed
+        self.sample.error_kinds.update(sample.error_kinds)
+        self.sample.stopped_by_time |= sample.stopped_by_time
+        self.transactions += transactions
+        self.rows += rows
+        self.replays += replays
+
+    def add_cpu(self, percent: dict[str, int], elapsed: float) -> None:
+        for name, value in percent.items():
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + value * elapsed / 100
+
+    def cpu(self) -> dict[str, int]:
+        elapsed = self.sample.elapsed
+        return {n: round(100 * s / elapsed) for n, s in self.cpu_seconds.items()} if elapsed else {}
+
+
 async def _measure(
-    db: Database, options: StorageOptions, group: bool
-) -> tuple[Sample, dict[str, int | float | str], dict[str, int]]:
+    db: Database,
+    options: StorageOptions,
+    scenario: Scenario,
+    provider: TracerProvider | None,
+    requests: int,
+    pooled: _Pooled,
+) -> None:
     loop = asyncio.get_running_loop()
+    group = scenario.group
+    make = _unit_of_work if scenario.op == "uow" else _insert
+    tracer = provider.get_tracer("bench.storage") if provider is not None else None
+    # Unique over the warm-up and the measured loop, so the /uow lookup never finds a row.
+    keys = itertools.count()
     with ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="bench-tx") as pool:
 
-        async def op(_task: int, seq: int) -> str | None:
-            if group:
-                await db.write(_insert(seq))
-            else:
-                await loop.run_in_executor(pool, db.write_sync, _insert(seq))
+        async def op(_task: int, _seq: int) -> str | None:
+            seq = next(keys)
+            with (
+                tracer.start_as_current_span("request")
+                if tracer is not None
+                else contextlib.nullcontext()
+            ):
+                if group:
+                    await db.write(make(seq))
+                else:
+                    await loop.run_in_executor(pool, db.write_sync, make(seq))
             return None
 
         async def run(requests: int, duration: float) -> Sample:
@@ -117,45 +236,69 @@ async def _measure(
             )
 
         await run(options.warmup, min(WARMUP_SECONDS, options.duration))
-        rows_before, batches_before = db.read_sync(_count), db.batches
+        rows_before, batches_before, replays_before = db.read_sync(_count), db.batches, db.replays
         meter = CpuMeter({}, self_name="bench")
         cpu_before = meter.snapshot()
-        sample = await run(options.requests, options.duration)
-        cpu = CpuMeter.percent(cpu_before, meter.snapshot(), sample.elapsed)
+        sample = await run(requests, options.duration / options.rounds)
+        pooled.add_cpu(
+            CpuMeter.percent(cpu_before, meter.snapshot(), sample.elapsed), sample.elapsed
+        )
         rows = db.read_sync(_count) - rows_before
     transactions = db.batches - batches_before if group else sample.ok
-    extra: dict[str, int | float | str] = {
-        "transactions": transactions,
-        "writes_per_transaction": round(sample.ok / transactions, 1) if transactions else 0,
-        "rows_committed": rows,
-    }
-    if not group:
-        extra["threads"] = options.threads
-    extra.update({f"cpu%_{name}": value for name, value in cpu.items()})
-    return sample, extra, cpu
+    pooled.add(sample, transactions, rows, db.replays - replays_before)
 
 
-def _run_mode(url: str, options: StorageOptions, group: bool) -> Figures:
-    db = Database(url, name="bench-group" if group else "bench-single")
+def _run_round(
+    url: str, options: StorageOptions, scenario: Scenario, requests: int, pooled: _Pooled
+) -> str:
+    """Runs one round of scenario on a fresh table; returns the database's dialect."""
+    provider = None
+    if scenario.spans != "none":
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(_Discard()))
+    db = Database(
+        url,
+        name="bench-group" if scenario.group else "bench-single",
+        writers=scenario.writers,
+        trace_sql=scenario.spans == "sql",
+        tracer_provider=provider,
+    )
     try:
         _fresh_table(db)
         db.start()
-        sample, extra, cpu = asyncio.run(_measure(db, options, group))
+        asyncio.run(_measure(db, options, scenario, provider, requests, pooled))
     finally:
         db.close()
-    if group:
+        if provider is not None:
+            provider.shutdown()
+    return db.dialect
+
+
+def _figures(scenario: Scenario, options: StorageOptions, pooled: _Pooled, dialect: str) -> Figures:
+    sample, transactions = pooled.sample, pooled.transactions
+    extra: dict[str, int | float | str] = {
+        "vs": scenario.versus,
+        "transactions": transactions,
+        "writes_per_transaction": round(sample.ok / transactions, 1) if transactions else 0,
+        "rows_committed": pooled.rows,
+    }
+    if scenario.group:
         description = (
             f"Database.write (group commit) from {options.concurrency} tasks; "
-            "one transaction per batch"
+            f"one transaction per batch, {scenario.writers} batch(es) in flight"
         )
+        extra["replays"] = pooled.replays
     else:
         description = (
             f"Database.write_sync (one transaction per write) from {options.concurrency} tasks "
             f"on {options.threads} threads"
         )
-    figures = Figures.from_sample("group-commit" if group else BASELINE, description, sample, extra)
+        extra["threads"] = options.threads
+    cpu = pooled.cpu()
+    extra.update({f"cpu%_{name}": value for name, value in cpu.items()})
+    figures = Figures.from_sample(scenario.name, description, sample, extra)
     # On PostgreSQL the server's own CPU is part of "other", so only SQLite can tell noise.
-    figures.warnings = cpu_warnings(cpu, check_host=db.dialect == "sqlite")
+    figures.warnings = cpu_warnings(cpu, check_host=dialect == "sqlite")
     return figures
 
 
@@ -166,9 +309,14 @@ def _section(backend: str, title: str, options: StorageOptions) -> Section:
         unit="writes/s",
         baseline=BASELINE,
         notes=[
-            f"{options.requests} single-row inserts per scenario from {options.concurrency} "
-            f"asyncio tasks, {options.warmup} warm-up writes not counted; each scenario on a "
-            f"fresh {backend} table",
+            f"{options.requests} writes per scenario from {options.concurrency} "
+            f"asyncio tasks, in {options.rounds} interleaved rounds (each on a fresh {backend} "
+            f"table, after {options.warmup} warm-up writes not counted)",
+            "a write is one INSERT, or with /uow a SELECT by an indexed column and two "
+            "INSERTs (the row and an outbox-like event)",
+            "the ratio column is to the row named by each row's vs (per-request for the first two)",
+            "+spans: each write under a recording request span (SDK, spans formatted and "
+            "discarded); +sql-spans: also a span per SQL statement",
             "latency is from the task's call to its commit being acknowledged",
             "cpu%_bench = this process (tasks, threads, the writer thread), in % of one core",
         ],
@@ -182,24 +330,43 @@ def _run_backend(
     options: StorageOptions,
     progress: Progress,
 ) -> None:
-    for group in (False, True):
-        name = "group-commit" if group else BASELINE
-        figures = _run_mode(urls(name), options, group)
+    scenarios = [s for s in SCENARIOS if s.writers == 1 or backend == "postgresql"]
+    pooled = {s.name: _Pooled() for s in scenarios}
+    dialect = ""
+    # Rounds interleave the scenarios, so a burst of load from elsewhere on the host
+    # lands on all of them rather than on one.
+    for round_ in range(options.rounds):
+        requests = options.requests // options.rounds + (round_ < options.requests % options.rounds)
+        for scenario in scenarios:
+            if requests:
+                dialect = _run_round(
+                    urls(scenario.name), options, scenario, requests, pooled[scenario.name]
+                )
+    for scenario in scenarios:
+        figures = _figures(scenario, options, pooled[scenario.name], dialect)
         section.rows.append(figures)
         progress(
-            f"storage/{backend} {name}: {figures.requests} writes, "
+            f"storage/{backend} {scenario.name}: {figures.requests} writes, "
             f"{figures.errors} errors, {figures.rate:,.0f} writes/s, "
             f"p50 {figures.p50_ms:.1f} ms, p99 {figures.p99_ms:.1f} ms, "
             f"{figures.extra.get('transactions')} transactions"
         )
     section.apply_ratios()
+    rates = {row.name: row.rate for row in section.rows}
+    for row, scenario in zip(section.rows, scenarios, strict=True):
+        base = rates[scenario.versus]
+        row.ratio = round(row.rate / base, 3) if base > 0 else None
 
 
 def run_sqlite(options: StorageOptions, progress: Progress) -> Section:
     section = _section("SQLite", "storage: sqlite (WAL, synchronous=FULL, temp file)", options)
     with tempfile.TemporaryDirectory(prefix="gate4-bench-storage-") as tmp:
         _run_backend(
-            "sqlite", section, lambda name: f"sqlite:///{Path(tmp) / name}.db", options, progress
+            "sqlite",
+            section,
+            lambda name: f"sqlite:///{Path(tmp) / name.replace('/', '-')}.db",
+            options,
+            progress,
         )
     return section
 

@@ -4,6 +4,9 @@
 `Stack.start`) only to report each as it becomes ready, in Stack's order: services first,
 gateway last. `Stack.stop` stops the gateway first, so no new traffic reaches a draining
 service, and audit last, so the others can still ship their outbox to it.
+
+`dev scale-out` runs cli.devstack's ScaleOut (replicas on PostgreSQL) the same way; the
+replica tests start that same ScaleOut.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import httpx
+import psycopg
+from sqlalchemy.engine import make_url
 
 from cli.credentials import (
     CREDENTIALS_FILE,
@@ -34,12 +40,23 @@ from cli.credentials import (
     issue_credentials,
     write_env_file,
 )
-from cli.devstack import GATEWAY, ManagedProcess, Stack
+from cli.devstack import (
+    GATEWAY,
+    SCALE_OUT,
+    ManagedProcess,
+    MigrationFailed,
+    ScaleOut,
+    Stack,
+    ensure_database,
+    free_port,
+    settings_from,
+)
 from cli.envfile import read_env_file
 from cli.errors import EXIT_OK, PROCESS_FAILED, CliError, UsageError
 from cli.settings import http_base, load_settings, require_dev
 from services.runtime.auth import ROLES
 from services.runtime.config import SERVICES, Settings
+from services.runtime.storage.database import is_postgres_url
 
 NAME = "dev"
 HELP = "run the platform locally and mint dev credentials"
@@ -51,7 +68,12 @@ REPEAT_SIGNAL_SECONDS = 2.0
 # The documented default risk policy of the demo tenant, so it can trade at once: package
 # data, cli/demo-risk-policy.json in the source tree.
 DEMO_RISK_POLICY: Traversable = files("cli") / "demo-risk-policy.json"
+#: `dev scale-out`'s database when none is configured: the local server, a database of its own.
+SCALE_OUT_DATABASE = "postgresql://postgres@127.0.0.1:5432/gate4_scaleout"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Each service's metrics port, unless GATE4_<NAME>_METRICS_PORT sets one: its gRPC port + this.
+METRICS_PORT_OFFSET = 1000
+METRICS = " metrics"
 
 RUNBOOK_CURL = """\
 curl -sS -X POST "$PLATFORM_API_BASE/v2/conversations/sessions" \\
@@ -87,6 +109,35 @@ def register(parser: argparse.ArgumentParser) -> None:
         "or ./var)",
     )
     up.set_defaults(handler=cmd_up)
+
+    replicas = ", ".join(f"{count} {kind}" for kind, count in SCALE_OUT.items())
+    scale = commands.add_parser(
+        "scale-out",
+        help="run replicas (2 gateways, 2 risk, 2 execution, ...) on PostgreSQL, in foreground",
+        description=(
+            f"Start {replicas} processes on one PostgreSQL database, each on a free loopback "
+            "port, callers balancing over every replica of a service (round_robin). Creates "
+            "the database if missing and applies the migrations once before any process "
+            "starts. Seeds the demo tenant through gateway-1 and writes "
+            f"<var dir>/{CREDENTIALS_FILE}. A replica that dies (kill -9 <pid>) is reported "
+            "and the others carry on; Ctrl-C, SIGTERM or SIGHUP stops everything."
+        ),
+    )
+    scale.add_argument(
+        "--postgres",
+        default=None,
+        metavar="URL",
+        help="database every process uses (default: GATE4_DATABASE_URL, else "
+        f"{SCALE_OUT_DATABASE})",
+    )
+    scale.add_argument(
+        "--var-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="logs/, traces/ and credentials (default: <GATE4_VAR_DIR or ./var>/scale-out)",
+    )
+    scale.set_defaults(handler=cmd_scale_out)
 
     creds = commands.add_parser(
         "credentials",
@@ -194,6 +245,8 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 
 def env_var_for(name: str) -> str:
+    if name.endswith(METRICS):
+        return f"GATE4_{name.removesuffix(METRICS).upper()}_METRICS_PORT"
     return "GATE4_GATEWAY_PORT" if name == GATEWAY else f"GATE4_{name.upper()}_ADDR"
 
 
@@ -214,6 +267,25 @@ def configured_ports(settings: Settings) -> dict[str, int]:
             )
         seen[port] = name
     return ports
+
+
+def metrics_ports(settings: Settings, ports: dict[str, int]) -> dict[str, int]:
+    """Each service's metrics port, keyed "<name> metrics": GATE4_<NAME>_METRICS_PORT when
+    set, else its gRPC port + METRICS_PORT_OFFSET (a free one past 65535), so every service
+    has one locally."""
+    found: dict[str, int] = {}
+    for name in SERVICES:
+        addr = settings.metrics_addr(name)
+        derived = ports[name] + METRICS_PORT_OFFSET
+        found[name + METRICS] = addr[1] if addr else derived if derived < 65536 else free_port()
+    seen = {port: name for name, port in ports.items()}
+    for name, port in found.items():
+        if port in seen:
+            raise UsageError(
+                f"{env_var_for(seen[port])} and {env_var_for(name)} both use port {port}"
+            )
+        seen[port] = name
+    return found
 
 
 def check_ports_free(ports: dict[str, int]) -> None:
@@ -267,8 +339,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     # Absolute, so the children and the seeding agree on the databases whatever their cwd.
     settings = settings.model_copy(update={"var_dir": settings.var_dir.resolve()})
     ports = configured_ports(settings)
-    check_ports_free(ports)
-    stack = Stack(settings.var_dir, ports=ports)
+    metrics = metrics_ports(settings, ports)
+    check_ports_free({**ports, **metrics})
+    metrics_env = {env_var_for(name): str(port) for name, port in metrics.items()}
+    stack = Stack(settings.var_dir, ports=ports, env=metrics_env)
 
     with signals_raise():
         try:
@@ -296,7 +370,9 @@ def start(stack: Stack, settings: Settings) -> DevCredentials:
         proc.start()
     for proc in services:
         wait_ready(proc)
-        say(f"  {proc.name:<13} ready on 127.0.0.1:{proc.port} (pid {pid(proc)})")
+        metrics = proc.env.get(env_var_for(proc.name + METRICS))
+        scraped = f", metrics on http://127.0.0.1:{metrics}/metrics" if metrics else ""
+        say(f"  {proc.name:<13} ready on 127.0.0.1:{proc.port} (pid {pid(proc)}){scraped}")
 
     gateway = stack.processes[GATEWAY]
     say("starting gateway")
@@ -342,8 +418,9 @@ def wait_ready(proc: ManagedProcess) -> None:
         raise ProcessFailed(proc, f"was not ready after {START_TIMEOUT_SECONDS:.0f}s") from exc
 
 
-def wait_readyz(stack: Stack) -> None:
+def wait_readyz(stack: Stack, gateway: str = GATEWAY) -> None:
     """/healthz says the gateway serves; /readyz says every service answers SERVING behind it."""
+    url = f"http://127.0.0.1:{stack.processes[gateway].port}"
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     last = "no answer"
     while time.monotonic() < deadline:
@@ -351,7 +428,7 @@ def wait_readyz(stack: Stack) -> None:
             if not proc.alive():
                 raise ProcessFailed(proc, f"exited unexpectedly ({describe_exit(proc)})")
         try:
-            resp = httpx.get(f"{stack.gateway_url}/readyz", timeout=2.0)
+            resp = httpx.get(f"{url}/readyz", timeout=2.0)
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}"
         else:
@@ -360,7 +437,7 @@ def wait_readyz(stack: Stack) -> None:
             last = f"{resp.status_code} {resp.text[:300]}"
         time.sleep(0.2)
     raise ProcessFailed(
-        stack.processes[GATEWAY],
+        stack.processes[gateway],
         f"GET /readyz did not answer 200 within {START_TIMEOUT_SECONDS:.0f}s (last: {last})",
     )
 
@@ -473,3 +550,98 @@ def stop(stack: Stack) -> None:
             )
     if running:
         say("stopped")
+
+
+# -- dev scale-out --------------------------------------------------------------------------
+
+
+def cmd_scale_out(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    require_dev(settings, "dev scale-out")
+    var_dir = (args.var_dir or settings.var_dir / "scale-out").resolve()
+    url = args.postgres or settings.database_url or SCALE_OUT_DATABASE
+    if not is_postgres_url(url):
+        raise UsageError(f"--postgres must be a postgresql:// URL, not {redacted(url)!r}")
+    scale = ScaleOut(var_dir, url)
+
+    with signals_raise():
+        try:
+            start_scale_out(scale)
+            watch_replicas(scale)
+        except Interrupted as exc:
+            say()
+            say(f"{signal.Signals(exc.signum).name} received: stopping")
+            return EXIT_OK
+        finally:
+            stop(scale)
+
+
+def redacted(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def start_scale_out(scale: ScaleOut) -> DevCredentials:
+    say(f"gate4 dev scale-out: var dir {display(scale.var_dir)}, {redacted(scale.database_url)}")
+    try:
+        created = ensure_database(scale.database_url)
+    except (psycopg.Error, ValueError) as exc:
+        raise CliError(f"cannot reach or create the database: {exc}".strip()) from exc
+    say(f"  {'database':<13} {'created' if created else 'exists'}")
+    say(
+        f"applying migrations once (log {display(scale.migrations_log)}), then starting "
+        f"{', '.join(scale.processes)} (logs in {display(scale.var_dir / 'logs')})"
+    )
+
+    def ready(proc: ManagedProcess) -> None:
+        wait_ready(proc)
+        where = (
+            f"http://127.0.0.1:{proc.port}"
+            if proc.component == GATEWAY
+            else f"127.0.0.1:{proc.port}"
+        )
+        metrics = proc.env.get(f"GATE4_{proc.component.upper()}_METRICS_PORT")
+        scraped = f"  metrics http://127.0.0.1:{metrics}/metrics" if metrics else ""
+        say(
+            f"  {proc.name:<13} ready on {where:<22} pid {pid(proc):<7} "
+            f"log {display(proc.log_path)}{scraped}"
+        )
+
+    try:
+        scale.start(START_TIMEOUT_SECONDS, wait=ready)
+    except MigrationFailed as exc:
+        raise CliError(str(exc)) from exc
+    for gateway in scale.gateways:
+        wait_readyz(scale, gateway.name)
+    say(f"  {'gateways':<13} GET /readyz answered 200 on each")
+
+    settings = settings_from(scale.env)
+    creds = seed_demo_tenant(settings, scale.gateway_url)
+    seed_demo_policy(creds)
+    creds_path = display(scale.var_dir / CREDENTIALS_FILE)
+    say()
+    say(f"Gate4 Platform is up, scaled out: gateways {' and '.join(scale.gateway_urls)}")
+    say(f"  credentials  source {creds_path}  (API base: gateway-1; the key works on both)")
+    say(
+        "  fail-over    kill -9 <pid> of a risk or execution replica: its callers move to the other"
+    )
+    say("Press Ctrl-C to stop.")
+    return creds
+
+
+def watch_replicas(scale: ScaleOut) -> NoReturn:
+    """Reports each process that exits and keeps the others running (fail-over is the point);
+    returns only on a stop signal, which raises."""
+    reported: set[str] = set()
+    while True:
+        for name, proc in scale.processes.items():
+            if name in reported or proc.alive():
+                continue
+            reported.add(name)
+            left = [p.name for p in scale.replicas_of(proc.component) if p.alive()]
+            carry = (
+                f"{', '.join(left)} carries on"
+                if left
+                else f"no {proc.component} left: its calls fail until a restart"
+            )
+            say(f"  {name} exited ({describe_exit(proc)}); {carry}")
+        time.sleep(WATCH_INTERVAL_SECONDS)

@@ -1,11 +1,10 @@
-"""`python -m gateway`: serves the Platform API with uvicorn."""
+"""`python -m gateway`: serves the Platform API with uvicorn (gateway/server.py)."""
 
 from __future__ import annotations
 
 import sys
 
-import uvicorn
-
+from gateway import server
 from gateway.app import create_app
 from services.runtime.config import get_settings
 from services.runtime.production import UnsafeConfiguration
@@ -17,14 +16,10 @@ def main() -> None:
         app = create_app(settings)
     except UnsafeConfiguration as exc:
         sys.exit(f"gate4: {exc}")
-    uvicorn.run(
-        app,
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
-        lifespan="on",
+    server.serve(
+        server.uvicorn_config(
+            app, settings.gateway_host, settings.gateway_port, settings.shutdown_grace_seconds
+        )
     )
 
 

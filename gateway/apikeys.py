@@ -97,6 +97,7 @@ def open_database(settings: Settings) -> Database:
         settings.database_url_for("gateway"),
         name="gateway",
         max_batch=settings.group_commit_max_batch,
+        trace_sql=settings.trace_sql,
     )
     if settings.migrate_on_start:
         migrate(db, MIGRATIONS, "gateway")

@@ -36,7 +36,7 @@ from gateway.openapi import ApiContract
 from gateway.operations import OPERATIONS, Operation
 from gateway.problems import problem_response
 from services.runtime import correlation, errors
-from services.runtime.auth import TokenVerifier
+from services.runtime.auth import TokenCache, TokenVerifier
 from services.runtime.clients import channel
 from services.runtime.config import SERVICES, Settings, get_settings
 from services.runtime.telemetry import setup_telemetry
@@ -87,7 +87,9 @@ class Gateway:
         self.contract = contract
         self.db = open_database(settings)
         self.keys = ApiKeyStore(self.db, settings.api_key_cache_seconds)
-        self.auth = Authenticator(TokenVerifier(settings), self.keys)
+        self.auth = Authenticator(
+            TokenCache(TokenVerifier(settings), settings.token_cache_size), self.keys
+        )
         self.upstreams: Upstreams | None = None
 
     @contextlib.asynccontextmanager
@@ -180,7 +182,7 @@ class Gateway:
         if media != "application/json" and not media.endswith("+json"):
             raise errors.UnsupportedMediaType("send the request body as application/json")
         try:
-            body = json.loads(raw)
+            body = codec.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise errors.ValidationFailed(
                 "request body is not valid JSON",
@@ -252,7 +254,7 @@ class Gateway:
 
 def _json(data: Any, status: int, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
+        codec.dumps(data),
         status_code=status,
         media_type="application/json",
         headers=headers,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.datastructures import Headers
 
 from gateway.apikeys import ApiKeyStore
 from services.runtime import errors
-from services.runtime.auth import ROLES, TokenVerifier
+from services.runtime.auth import ROLES, TokenClaims
 from services.runtime.correlation import TENANT_ID_RE
 from services.runtime.errors import FieldError
 
@@ -23,8 +24,14 @@ class Principal:
     api_key_id: str
 
 
+class Verifier(Protocol):
+    """A TokenVerifier, or the TokenCache in front of one (services/runtime/auth.py)."""
+
+    def verify(self, token: str) -> TokenClaims: ...
+
+
 class Authenticator:
-    def __init__(self, verifier: TokenVerifier, keys: ApiKeyStore) -> None:
+    def __init__(self, verifier: Verifier, keys: ApiKeyStore) -> None:
         self.verifier = verifier
         self.keys = keys
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from opentelemetry import trace
 from starlette.responses import Response
 
+from gateway.codec import dumps
 from services.runtime import correlation
 from services.runtime.errors import Gate4Error
 from services.runtime.telemetry import current_trace_id
@@ -50,7 +49,7 @@ def problem_response(
     if error.status_for_http() == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="gate4"'
     return Response(
-        json.dumps(body, separators=(",", ":")).encode(),
+        dumps(body),
         status_code=error.status_for_http(),
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,

@@ -81,47 +81,95 @@ def _refused(
     )
 
 
+#: Intents answered from the message and the session's memory alone.
+LOCAL_INTENTS = frozenset({"cancel", "notifications", "help", "unknown"})
+
+
+def _route(message: str) -> tuple[str, re.Match[str] | None]:
+    """The turn's intent, first match wins, with the match its answer reads."""
+    text = _norm(message)
+    if re.fullmatch(r"(yes|y|confirm|confirmed|go ahead|do it)[.!]?", text):
+        return "confirm", None
+    if re.fullmatch(r"(no|n|cancel|abort|never ?mind)[.!]?", text):
+        return "cancel", None
+    if match := re.search(r"notifications? (on|off)|(enable|disable) notifications", text):
+        return "notifications", match
+    stop = rf"\bstop (?:deployment )?({ID}|it|this)( and flatten| with flatten)?"
+    if match := re.search(stop, message, flags=re.IGNORECASE):
+        return "stop", match
+    if match := re.search(rf"\border ({ID})", message, flags=re.IGNORECASE):
+        return "order", match
+    if re.search(r"kill[ -]?switch", text):
+        return "kill_switches", None
+    if re.search(r"\b(risk )?(policy|policies|limits)\b", text):
+        return "policy", None
+    if match := re.search(r"\b(dep_[A-Za-z0-9_-]{1,60})", message):
+        return "deployment", match
+    if re.search(r"\b(status|deployments?|positions|overview)\b", text):
+        return "deployments", None
+    if re.fullmatch(r"(help|\?|what can you do\??|hi|hello)", text):
+        return "help", None
+    return "unknown", None
+
+
+def _without_proposal(memory: mem.Memory) -> mem.Memory:
+    """Anything but a yes or no drops a pending proposal: a confirmation must answer it
+    directly."""
+    return (
+        mem.evolve(memory, pendingConfirmation=None)
+        if memory.get("pendingConfirmation")
+        else memory
+    )
+
+
 class Assistant:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
 
-    async def respond(self, turn: TurnInput) -> Outcome:
-        text = _norm(turn.message)
-        memory = turn.memory
-        if re.fullmatch(r"(yes|y|confirm|confirmed|go ahead|do it)[.!]?", text):
-            return await self._confirm(turn)
-        if re.fullmatch(r"(no|n|cancel|abort|never ?mind)[.!]?", text):
-            return self._cancel(memory)
-        if memory.get("pendingConfirmation"):
-            # Anything else drops the proposal: a confirmation must answer it directly.
-            memory = mem.evolve(memory, pendingConfirmation=None)
-        if match := re.search(r"notifications? (on|off)|(enable|disable) notifications", text):
-            on = (match.group(1) or match.group(2)) in ("on", "enable")
-            return self._notifications(memory, on)
-        if match := re.search(
-            rf"\bstop (?:deployment )?({ID}|it|this)( and flatten| with flatten)?",
-            turn.message,
-            flags=re.IGNORECASE,
-        ):
-            target = match.group(1)
-            if target.lower() in ("it", "this"):
-                target = target.lower()
-            return await self._propose_stop(memory, target, bool(match.group(2)), turn)
-        if match := re.search(rf"\border ({ID})", turn.message, flags=re.IGNORECASE):
-            return await self._order(memory, match.group(1))
-        if re.search(r"kill[ -]?switch", text):
-            return await self._kill_switches(memory)
-        if re.search(r"\b(risk )?(policy|policies|limits)\b", text):
-            return await self._policy(memory)
-        if match := re.search(r"\b(dep_[A-Za-z0-9_-]{1,60})", turn.message):
-            return await self._deployment(memory, match.group(1))
-        if re.search(r"\b(status|deployments?|positions|overview)\b", text):
-            return await self._deployments(memory)
-        if re.fullmatch(r"(help|\?|what can you do\??|hi|hello)", text):
+    def local(self, turn: TurnInput) -> Outcome | None:
+        """The answer when it needs nothing from the platform (help, notifications, a
+        cancelled proposal, not understood), else None. Pure: the same input gives the
+        same answer, so it can be worked out inside the write that records the turn."""
+        intent, match = _route(turn.message)
+        if intent not in LOCAL_INTENTS:
+            return None
+        if intent == "cancel":
+            return self._cancel(turn.memory)
+        memory = _without_proposal(turn.memory)
+        if intent == "notifications":
+            assert match is not None
+            return self._notifications(
+                memory, (match.group(1) or match.group(2)) in ("on", "enable")
+            )
+        if intent == "help":
             return Outcome(HELP, mem.evolve(memory, lastIntent="help"))
         return Outcome(
             "I did not understand that. " + HELP, mem.evolve(memory, lastIntent="unknown")
         )
+
+    async def respond(self, turn: TurnInput) -> Outcome:
+        answered = self.local(turn)
+        if answered is not None:
+            return answered
+        intent, match = _route(turn.message)
+        if intent == "confirm":
+            return await self._confirm(turn)
+        memory = _without_proposal(turn.memory)
+        if intent == "deployments":
+            return await self._deployments(memory)
+        if intent == "kill_switches":
+            return await self._kill_switches(memory)
+        if intent == "policy":
+            return await self._policy(memory)
+        assert match is not None
+        if intent == "stop":
+            target = match.group(1)
+            if target.lower() in ("it", "this"):
+                target = target.lower()
+            return await self._propose_stop(memory, target, bool(match.group(2)), turn)
+        if intent == "order":
+            return await self._order(memory, match.group(1))
+        return await self._deployment(memory, match.group(1))
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -109,40 +109,53 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         corr = correlation.current()
         request_digest = digest({"message": request.message, "metadata": turn_metadata})
 
-        def begin(conn: Connection) -> tuple[conversation_pb2.Turn | None, Any, turns.Claim | None]:
-            row = self._load(conn, request.session_id)
-            stored = turns.replay(conn, request.session_id, key, request_digest)
-            if stored is not None:
-                return stored, row, None
-            claim = turns.claim(
-                conn, corr.tenant_id, request.session_id, row.turn_count, key, request_digest
-            )
-            return None, row, claim
-
-        stored, row, claim = await self.db.write(begin)
-        if stored is not None:
-            await context.send_initial_metadata(REPLAYED)
-            return stored
-        assert claim is not None
-        try:
+        def inputs(row: Any, claim: turns.Claim) -> tuple[TurnInput, dict[str, Any]]:
             memory = json.loads(row.memory)
             metadata = json.loads(row.metadata)
             # A turn's own opt-in change applies before anything is delivered in it.
             if sessions.OPT_IN in turn_metadata:
                 metadata[sessions.OPT_IN] = turn_metadata[sessions.OPT_IN]
                 memory = mem.evolve(memory, notificationsOptIn=turn_metadata[sessions.OPT_IN])
-            outcome = await self.assistant.respond(
-                TurnInput(
-                    message=request.message,
-                    memory=memory,
-                    command_key=f"turn:{request.session_id}:{key or claim.turn_id}",
-                )
-            )
+            command_key = f"turn:{request.session_id}:{key or claim.turn_id}"
+            return TurnInput(request.message, memory, command_key), metadata
+
+        def finish(
+            conn: Connection, claim: turns.Claim, outcome: Outcome, metadata: dict[str, Any]
+        ) -> conversation_pb2.Turn:
             if outcome.notifications_opt_in is not None:
                 metadata[sessions.OPT_IN] = outcome.notifications_opt_in
-            turn = await self.db.write(
-                lambda c: self._complete(c, request, claim, outcome, metadata)
+            return self._complete(conn, request, claim, outcome, metadata)
+
+        def begin(
+            conn: Connection,
+        ) -> tuple[conversation_pb2.Turn | None, Any, turns.Claim | None, bool]:
+            """Replays a stored turn; answers a turn that needs nothing from the platform
+            in this one write; else claims the session's next turn."""
+            row = self._load(conn, request.session_id)
+            stored = turns.replay(conn, request.session_id, key, request_digest)
+            if stored is not None:
+                return stored, row, None, True
+            claim = turns.claim(
+                conn, corr.tenant_id, request.session_id, row.turn_count, key, request_digest
             )
+            turn_input, metadata = inputs(row, claim)
+            outcome = self.assistant.local(turn_input)
+            if outcome is not None:
+                return finish(conn, claim, outcome, metadata), row, None, False
+            return None, row, claim, False
+
+        answered, row, claim, replayed = await self.db.write(begin)
+        if answered is not None:
+            if replayed:
+                await context.send_initial_metadata(REPLAYED)
+            else:
+                self.outbox.notify()
+            return answered
+        assert claim is not None
+        try:
+            turn_input, metadata = inputs(row, claim)
+            outcome = await self.assistant.respond(turn_input)
+            turn = await self.db.write(lambda c: finish(c, claim, outcome, metadata))
         except BaseException:
             await self.db.write(lambda c: turns.release(c, claim.turn_id))
             raise

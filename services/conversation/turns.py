@@ -56,9 +56,9 @@ def replay(
     if not key:
         return None
     row = conn.execute(
-        sa.select(turns.c.status, turns.c.request_digest, turns.c.response).where(
-            turns.c.session_id == session_id, turns.c.idempotency_key == key
-        )
+        sa.select(
+            turns.c.status, turns.c.request_digest, turns.c.response, turns.c.created_at
+        ).where(turns.c.session_id == session_id, turns.c.idempotency_key == key)
     ).first()
     if row is None:
         return None
@@ -67,6 +67,8 @@ def replay(
             "this Idempotency-Key was used for a different turn on this session"
         )
     if row.status != "completed" or row.response is None:
+        if utcnow() - as_utc(row.created_at) >= STALE_CLAIM:
+            return None  # its process crashed: `claim` takes the turn over for this retry
         raise errors.IdempotencyInProgress("the turn with this Idempotency-Key is still running")
     return conversation_pb2.Turn.FromString(row.response)
 

@@ -52,7 +52,10 @@ class ExecutionService(BaseService):
         self._tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> None:
-        risk = RiskGate(risk_pb2_grpc.RiskServiceStub(self.channels["risk"]))
+        risk = RiskGate(
+            risk_pb2_grpc.RiskServiceStub(self.channels["risk"]),
+            switch_cache_seconds=self.execution.execution_switch_cache_seconds,
+        )
         self.flows = Flows(
             self.db,
             self.outbox,
@@ -101,6 +104,8 @@ class ExecutionService(BaseService):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.flows is not None:
+            await self.flows.equity.close()  # risk hears the last fills' equity
         await super().stop()
 
 

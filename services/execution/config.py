@@ -47,6 +47,10 @@ class ExecutionSettings(BaseSettings):
     execution_retry_budget_capacity: float = Field(default=10.0, ge=0)
     execution_retry_budget_refill_per_second: float = Field(default=0.2, ge=0)
 
+    #: How long a deployment read may show risk's kill switches as last fetched (each
+    #: process asks risk at most once per period and tenant; enforcement refreshes at once).
+    execution_switch_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+
     # Test hooks (see services/execution/faults.py); refused when GATE4_ENV=prod.
     fault_crash_after_commit: str = ""
     fault_crash_after_venue: str = ""

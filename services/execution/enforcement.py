@@ -43,6 +43,8 @@ class KillSwitchEnforcement:
         reply = execution_pb2.EnforceKillSwitchResponse()
         switch = json.dumps({"scope": scope, "scopeId": scope_id, "reason": reason})
         progress.started = True
+        # Deployment reads here show this switch from now on, not a list cached before it.
+        self.uow.risk.switches_changed()
         for row in rows:
             deployment_id = str(row["deployment_id"])
             if row["state"] == deployments.STOPPED:

@@ -14,6 +14,13 @@ Concurrent claims serialise on the primary key: `INSERT ... ON CONFLICT DO NOTHI
 others see its record once it commits; SQLite has a single writer. Completion only succeeds
 for the owner that still holds the key, which fences out an attempt whose lease was taken.
 
+An order's key costs no transaction of its own (`lookup`, a read): when the key is new the
+claim is deferred, and its record is inserted by the transaction that records the order
+(`hold`) or its refusal (`complete`). Of two attempts racing with one new key, both may
+get a decision from risk, but only one inserts the key with its order; the other is
+refused as in progress and risk hears that its approved order was not executed. A key
+found in progress past its lease, or completed and expired, takes the claiming write.
+
 Transient failures (risk or a dependency unreachable) release the key: nothing was executed
 and the client may retry with the same key. Decisions (risk refusals, state conflicts) are
 stored and replayed. Completed keys are kept `GATE4_EXECUTION_IDEMPOTENCY_TTL_SECONDS`
@@ -34,7 +41,7 @@ from sqlalchemy.engine import Connection
 
 from services.execution.store import idempotency as keys
 from services.runtime import correlation, errors
-from services.runtime.timeutil import as_utc
+from services.runtime.timeutil import as_utc, utcnow
 
 IN_PROGRESS = "in_progress"
 COMPLETED = "completed"
@@ -66,6 +73,12 @@ class Claim:
     owner: str
     resource_id: str
     resumed: bool = False
+    #: Not written yet: `hold` or `complete` inserts the record with the command's first
+    #: write (the digest and lifetimes are kept here for that insert).
+    deferred: bool = False
+    digest: str = ""
+    lease_seconds: float = 0.0
+    ttl_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,28 +124,8 @@ def claim(
     """Takes the key, or returns the stored result; raises 422/409 as the contract says."""
     owner = uuid.uuid4().hex
     lease_until = now + timedelta(seconds=lease_seconds)
-    fresh = {
-        "request_digest": digest,
-        "status": IN_PROGRESS,
-        "owner": owner,
-        "lease_until": lease_until,
-        "resource_id": resource_id,
-        "result_kind": "",
-        "response": None,
-        "error_code": "",
-        "error_detail": "",
-        "error_outcome": "",
-        "request_id": correlation.current().request_id,
-        "created_at": now,
-        "completed_at": None,
-        "expires_at": now + timedelta(seconds=ttl_seconds),
-    }
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(
-        dialect.insert(keys)
-        .values(tenant_id=tenant_id, route=route, key=key, **fresh)
-        .on_conflict_do_nothing()
-    )
+    fresh = _fresh(owner, digest, resource_id, now, lease_until, ttl_seconds)
+    _insert(conn, tenant_id, route, key, fresh)
     row = (
         conn.execute(sa.select(keys).where(_where(tenant_id, route, key)).with_for_update())
         .one()
@@ -150,17 +143,9 @@ def claim(
             "a new command"
         )
     if row["status"] == COMPLETED:
-        return Stored(
-            resource_id=str(row["resource_id"]),
-            response=bytes(row["response"]) if row["response"] is not None else None,
-            error_code=str(row["error_code"]),
-            error_detail=str(row["error_detail"]),
-            error_outcome=str(row["error_outcome"]),
-        )
+        return _stored(row)
     if as_utc(row["lease_until"]) > now:
-        raise errors.IdempotencyInProgress(
-            "a request with this Idempotency-Key is still being processed; retry shortly"
-        )
+        raise _busy()
     # The attempt holding the key stopped (crashed) without finishing: take it over.
     conn.execute(
         sa.update(keys)
@@ -170,11 +155,123 @@ def claim(
     return Claim(route, key, owner, str(row["resource_id"]), resumed=True)
 
 
+def lookup(
+    conn: Connection,
+    *,
+    tenant_id: str,
+    route: str,
+    key: str,
+    digest: str,
+    resource_id: str,
+    now: datetime,
+    lease_seconds: float,
+    ttl_seconds: int,
+) -> Claim | Stored | None:
+    """Reads the key: a deferred claim when it is new, else the stored result or 422/409 as
+    `claim` would answer. None: the key needs the claiming write (in progress past its
+    lease, or completed and expired)."""
+    row = conn.execute(sa.select(keys).where(_where(tenant_id, route, key))).first()
+    if row is None:
+        return Claim(
+            route,
+            key,
+            uuid.uuid4().hex,
+            resource_id,
+            deferred=True,
+            digest=digest,
+            lease_seconds=lease_seconds,
+            ttl_seconds=ttl_seconds,
+        )
+    m = row._mapping
+    if m["status"] == COMPLETED and as_utc(m["expires_at"]) <= now:
+        return None
+    if m["request_digest"] != digest:
+        raise errors.IdempotencyKeyReused(
+            "this Idempotency-Key was first used with a different request; use a new key for "
+            "a new command"
+        )
+    if m["status"] == COMPLETED:
+        return _stored(m)
+    if as_utc(m["lease_until"]) > now:
+        raise _busy()
+    return None
+
+
+def _stored(row: sa.RowMapping) -> Stored:
+    return Stored(
+        resource_id=str(row["resource_id"]),
+        response=bytes(row["response"]) if row["response"] is not None else None,
+        error_code=str(row["error_code"]),
+        error_detail=str(row["error_detail"]),
+        error_outcome=str(row["error_outcome"]),
+    )
+
+
+def _busy() -> errors.IdempotencyInProgress:
+    return errors.IdempotencyInProgress(
+        "a request with this Idempotency-Key is still being processed; retry shortly"
+    )
+
+
+def _fresh(
+    owner: str, digest: str, resource_id: str, now: datetime, lease_until: datetime, ttl: int
+) -> dict[str, object]:
+    """A key's record as its claim writes it: in progress, held by `owner` until
+    `lease_until`."""
+    return {
+        "request_digest": digest,
+        "status": IN_PROGRESS,
+        "owner": owner,
+        "lease_until": lease_until,
+        "resource_id": resource_id,
+        "result_kind": "",
+        "response": None,
+        "error_code": "",
+        "error_detail": "",
+        "error_outcome": "",
+        "request_id": correlation.current().request_id,
+        "created_at": now,
+        "completed_at": None,
+        "expires_at": now + timedelta(seconds=ttl),
+    }
+
+
+def _insert(
+    conn: Connection, tenant_id: str, route: str, key: str, values: dict[str, object]
+) -> bool:
+    """Inserts the key's record unless it exists; whether it did (RETURNING: the driver's
+    rowcount of a skipped `ON CONFLICT DO NOTHING` is not reliable on PostgreSQL)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    inserted = conn.execute(
+        dialect.insert(keys)
+        .values(tenant_id=tenant_id, route=route, key=key, **values)
+        .on_conflict_do_nothing()
+        .returning(keys.c.owner)
+    ).first()
+    return inserted is not None
+
+
+def _insert_deferred(
+    conn: Connection, tenant_id: str, claim_: Claim, now: datetime, **values: object
+) -> None:
+    """Writes a deferred claim's record; an attempt that wrote the key first keeps it."""
+    lease_until = now + timedelta(seconds=claim_.lease_seconds)
+    fresh = _fresh(
+        claim_.owner, claim_.digest, claim_.resource_id, now, lease_until, claim_.ttl_seconds
+    )
+    if not _insert(conn, tenant_id, claim_.route, claim_.key, {**fresh, **values}):
+        raise _busy()
+
+
 def hold(conn: Connection, tenant_id: str, claim_: Claim | None, lease_until: datetime) -> None:
     """Checks, inside the transaction that records a side effect, that this attempt still
     holds the key, and extends its lease. An attempt whose lease lapsed and was taken over
-    is fenced out here, before it records anything the new holder would then repeat."""
+    is fenced out here, before it records anything the new holder would then repeat. A
+    deferred claim's record is written here, with the side effect."""
     if claim_ is None:
+        return
+    if claim_.deferred:
+        _insert_deferred(conn, tenant_id, claim_, utcnow(), lease_until=lease_until)
         return
     held = conn.execute(
         sa.update(keys)
@@ -201,7 +298,8 @@ def complete(
     response: bytes | None = None,
     error: errors.Gate4Error | None = None,
 ) -> None:
-    """Stores the result in the same transaction as the side effect (no-op without a key)."""
+    """Stores the result in the same transaction as the side effect (no-op without a key).
+    A deferred claim refused before its record was written writes it completed."""
     if claim_ is None:
         return
     done = conn.execute(
@@ -213,6 +311,9 @@ def complete(
         )
         .values(**_result(now, response, error))
     ).rowcount
+    if not done and claim_.deferred:
+        _insert_deferred(conn, tenant_id, claim_, now, **_result(now, response, error))
+        return
     if not done:
         # Another attempt took the key over after our lease lapsed: raising rolls back this
         # attempt's side effect with it, and the client sees the key as busy.

@@ -150,23 +150,32 @@ class DeploymentFlow:
 
     async def get(self, deployment_id: str) -> execution_pb2.Deployment:
         tenant_id = tenant()
-        row = await self.uow.db.read(lambda c: store.deployment_row(c, tenant_id, deployment_id))
-        if row is None:
+        found = await self.uow.db.read(lambda c: store.get_deployment(c, tenant_id, deployment_id))
+        if found is None:
             raise errors.NotFound(f"deployment {deployment_id!r} not found")
-        switch = await self._switch(row)
-        found = await self.uow.db.read(
-            lambda c: store.get_deployment(c, tenant_id, deployment_id, switch)
+        last = found.kill_switch
+        view = await self._switch(
+            tenant_id,
+            found.account_id,
+            deployment_id,
+            store.KillSwitchView(last.engaged, last.scope, last.scope_id, last.reason),
         )
-        assert found is not None
+        found.kill_switch.CopyFrom(
+            execution_pb2.DeploymentKillSwitch(
+                engaged=view.engaged, scope=view.scope, scope_id=view.scope_id, reason=view.reason
+            )
+        )
         return found
 
-    async def _switch(self, row: sa.RowMapping) -> store.KillSwitchView:
-        view = await self.risk.switch_for(
-            str(row["tenant_id"]), str(row["account_id"]), str(row["deployment_id"])
-        )
+    async def _switch(
+        self, tenant_id: str, account_id: str, deployment_id: str, last: store.KillSwitchView
+    ) -> store.KillSwitchView:
+        """Risk's switches as this process last fetched them (at most
+        GATE4_EXECUTION_SWITCH_CACHE_SECONDS old: no call to risk per read); when risk
+        cannot be asked, the last switch enforced here."""
+        view = await self.risk.switch_for(tenant_id, account_id, deployment_id)
         if view is not None:
             return view
-        last = store.stored_switch(str(row["enforced_switch"]))
         reason = "risk unavailable; last enforced switch shown"
         return store.KillSwitchView(
             last.engaged, last.scope, last.scope_id, f"{last.reason} ({reason})".strip()
@@ -285,7 +294,12 @@ class DeploymentFlow:
         result = await self.reducer.reduce(deployment_id, flatten=flatten, reason=reason)
         row = await self.uow.db.read(lambda c: store.deployment_row(c, tenant_id, deployment_id))
         assert row is not None
-        switch = await self._switch(row)
+        switch = await self._switch(
+            tenant_id,
+            str(row["account_id"]),
+            deployment_id,
+            store.stored_switch(str(row["enforced_switch"])),
+        )
         target = deployments.FAILED if result.problems else deployments.STOPPED
         final_reason = "; ".join(result.problems) if result.problems else reason
 

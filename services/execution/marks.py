@@ -3,10 +3,19 @@
 Equity reports drive risk's drawdown tracking. Risk alone enforces what a report trips
 (it calls EnforceKillSwitch back, once per engagement): execution reports and does not act
 on the answer, so a trip is never enforced twice.
+
+Reports are coalesced per deployment: a fill marks its deployment changed and one report,
+valued at the moment it is sent, carries every change since the previous one (the latest
+value wins). Before risk decides a deployment's next order, the order waits until every
+change seen so far has been reported, so the drawdown check never runs on stale equity.
+Mark feeds, stops and reconciliation wait for their report before they answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -24,34 +33,100 @@ from services.execution.venue import VenueAdapter
 from services.runtime import outcomes
 from services.runtime.timeutil import to_timestamp, utcnow
 
+log = logging.getLogger("gate4.execution.equity")
+
+
+@dataclass
+class _Reports:
+    """One deployment's reports: changes seen, changes reported, the report being sent."""
+
+    changed: int = 0
+    reported: int = 0
+    sender: asyncio.Task[None] | None = None
+
 
 class Equity:
     def __init__(self, uow: UnitOfWork, risk: RiskControls) -> None:
         self.uow = uow
         self.risk = risk
+        self._reports: dict[tuple[str, str], _Reports] = {}
+
+    def changed(self, deployment_ids: list[str]) -> None:
+        """The deployments' equity changed (fills): a report follows, without waiting."""
+        for deployment_id in deployment_ids:
+            key = (tenant(), deployment_id)
+            state = self._reports.setdefault(key, _Reports())
+            state.changed += 1
+            self._sender(key, state)
+
+    async def reported(self, deployment_id: str) -> None:
+        """Returns once every change of the deployment seen so far has been reported (or
+        its report failed, which is logged): at most the report under way and one more."""
+        key = (tenant(), deployment_id)
+        state = self._reports.get(key)
+        if state is None:
+            return
+        target = state.changed
+        while state.reported < target:
+            await asyncio.wait({self._sender(key, state)})
 
     async def report(self, deployment_ids: list[str]) -> None:
-        """Tells risk each deployment's equity at the current marks (best effort)."""
+        """Tells risk each deployment's equity at the current marks and waits until it did
+        (best effort: an undelivered report is logged, never raised)."""
+        self.changed(deployment_ids)
         for deployment_id in deployment_ids:
-            request = await self.uow.run(partial(_equity, tenant_id=tenant(), d=deployment_id))
+            await self.reported(deployment_id)
+
+    async def close(self) -> None:
+        """Sends what is pending (on shutdown)."""
+        while senders := [
+            s.sender for s in self._reports.values() if s.sender is not None and not s.sender.done()
+        ]:
+            await asyncio.wait(senders)
+
+    def _sender(self, key: tuple[str, str], state: _Reports) -> asyncio.Task[None]:
+        """The report under way, or a new one. It runs in the context of the request that
+        started it (its correlation ids) and on after that request was answered."""
+        if state.sender is None or state.sender.done():
+            state.sender = asyncio.create_task(self._send(key, state))
+        return state.sender
+
+    async def _send(self, key: tuple[str, str], state: _Reports) -> None:
+        tenant_id, deployment_id = key
+        target = state.changed  # this report, valued now, covers every change so far
+        try:
+            request = await self.uow.run(partial(_equity, tenant_id=tenant_id, d=deployment_id))
             if request is not None:
                 await self.risk.report_equity(request)
+        except Exception:
+            log.exception("equity report failed", extra={"deployment_id": deployment_id})
+        state.reported = max(state.reported, target)
+        if state.reported < state.changed:
+            state.sender = asyncio.create_task(self._send(key, state))
+        elif self._reports.get(key) is state:
+            del self._reports[key]
 
 
 def _equity(work: Work, *, tenant_id: str, d: str) -> risk_pb2.ReportEquityRequest | None:
+    """The deployment's valuation at the current marks; raises its stored peak (under the
+    row lock, so the peak only ever rises)."""
     conn = work.conn
     row = store.deployment_row(conn, tenant_id, d, for_update=True)
     if row is None or row["state"] == deployments.STOPPED:
         return None
-    orders.refresh_peak(conn, tenant_id, d)
-    row = store.deployment_row(conn, tenant_id, d)
-    assert row is not None
+    peak = str(row["peak_equity"])
     valuation = positions_value(
         dec(str(row["capital_allocation"])),
         store.deployment_positions(conn, d),
         store.mark_prices(conn, tenant_id),
-        dec(str(row["peak_equity"])) if row["peak_equity"] else None,
+        dec(peak) if peak else None,
     )
+    if fmt(valuation.peak_equity) != peak:
+        conn.execute(
+            sa.update(store.deployments)
+            .where(store.deployments.c.deployment_id == d)
+            .values(peak_equity=fmt(valuation.peak_equity))
+        )
     request = risk_pb2.ReportEquityRequest(
         account_id=str(row["account_id"]),
         deployment_id=d,

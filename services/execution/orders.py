@@ -30,7 +30,6 @@ from sqlalchemy.engine import Connection
 from gate4.execution.v1 import execution_pb2
 from services.execution import settlements, store, venue
 from services.execution.positions import PLACES, ZERO, dec, fmt, reducing_side
-from services.execution.positions import value as positions_value
 from services.execution.unitofwork import Work
 from services.execution.venue import ExecutionReport
 from services.runtime import errors, outcomes
@@ -74,6 +73,29 @@ def open_orders(
     if account_id:
         query = query.where(orders.c.account_id == account_id)
     return [r._mapping for r in conn.execute(query.order_by(orders.c.order_id)).all()]
+
+
+_OPEN_COUNTS = sa.select(
+    sa.func.count(),
+    sa.func.coalesce(
+        sa.func.sum(sa.case((orders.c.deployment_id == sa.bindparam("deployment_id"), 1), else_=0)),
+        0,
+    ),
+).where(
+    orders.c.tenant_id == sa.bindparam("tenant_id"),
+    orders.c.account_id == sa.bindparam("account_id"),
+    orders.c.status.in_(OPEN_STATUSES),
+)
+
+
+def open_counts(
+    conn: Connection, tenant_id: str, account_id: str, deployment_id: str
+) -> tuple[int, int]:
+    """Open orders of the deployment and of its account, in one query (an index range:
+    ix_execution_orders_open)."""
+    params = {"tenant_id": tenant_id, "account_id": account_id, "deployment_id": deployment_id}
+    row = conn.execute(_OPEN_COUNTS, params).one()
+    return int(row[1]), int(row[0])
 
 
 def pending_orders(
@@ -211,20 +233,23 @@ def _order_event(
 
 def _locked(work: Work, tenant_id: str, order_id: str) -> sa.RowMapping:
     """The order's row, locked after its deployment's row (the one lock order every writer
-    of fills and positions follows, so two processes cannot deadlock on them)."""
+    of fills and positions follows, so two processes cannot deadlock on them). SQLite's
+    one writer already holds the database: the first read is the locked one."""
     row = store.order_row(work.conn, tenant_id, order_id)
     if row is None:
         raise errors.NotFound(f"order {order_id!r} not found")
+    if work.conn.dialect.name == "sqlite":
+        return row
     store.deployment_row(work.conn, tenant_id, str(row["deployment_id"]), for_update=True)
     locked = store.order_row(work.conn, tenant_id, order_id, for_update=True)
     assert locked is not None
     return locked
 
 
-def _settled(work: Work, tenant_id: str, order_id: str) -> execution_pb2.Order:
-    """The order as it now stands; risk hears of the change after the commit."""
-    updated = store.order_row(work.conn, tenant_id, order_id)
-    assert updated is not None
+def _settled(work: Work, row: sa.RowMapping, values: Mapping[str, object]) -> execution_pb2.Order:
+    """The order as it now stands (its row with the values just written); risk hears of
+    the change after the commit."""
+    updated = {**row, **values}
     work.settle(
         settlements.for_order(
             work.conn, updated, closed=str(updated["status"]) not in OPEN_STATUSES
@@ -271,7 +296,6 @@ def apply_report(
             )
             position = position.apply_fill(str(row["side"]), fill.quantity, fill.price)
         store.save_position(conn, tenant_id, str(row["account_id"]), deployment_id, position)
-        refresh_peak(conn, tenant_id, deployment_id)
 
     filled = sum((f.quantity for f in report.fills), ZERO)
     notional = sum((f.quantity * f.price for f in report.fills), ZERO)
@@ -309,7 +333,7 @@ def apply_report(
             **(event_data or {}),
         },
     )
-    return _settled(work, tenant_id, order_id)
+    return _settled(work, row, values)
 
 
 def _status(report: ExecutionReport, filled: Decimal) -> str:
@@ -347,28 +371,7 @@ def reject(
         values["venue_attempts"] = attempts
     work.conn.execute(sa.update(orders).where(orders.c.order_id == order_id).values(**values))
     _order_event(work, row, "order.rejected", outcome=outcome, reason=reason, data=event_data)
-    return _settled(work, tenant_id, order_id)
-
-
-def refresh_peak(conn: Connection, tenant_id: str, deployment_id: str) -> None:
-    """Raises the deployment's stored peak equity to its equity at the current marks.
-    The caller holds the deployment's row lock: the peak only ever rises."""
-    row = store.deployment_row(conn, tenant_id, deployment_id)
-    if row is None:
-        return
-    peak = str(row["peak_equity"])
-    valuation = positions_value(
-        dec(str(row["capital_allocation"])),
-        store.deployment_positions(conn, deployment_id),
-        store.mark_prices(conn, tenant_id),
-        Decimal(peak) if peak else None,
-    )
-    if fmt(valuation.peak_equity) != peak:
-        conn.execute(
-            sa.update(store.deployments)
-            .where(store.deployments.c.deployment_id == deployment_id)
-            .values(peak_equity=fmt(valuation.peak_equity))
-        )
+    return _settled(work, row, values)
 
 
 def settlements_for(

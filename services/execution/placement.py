@@ -2,17 +2,20 @@
 
 One order's life, in two units of work around the venue call:
 
-1. Checks that need no lock (the deployment exists and takes orders, a reduce-only order
-   reduces, the audit backlog has room), then risk's decision. Risk counts every order it
-   approved and that has not settled yet, together with filled positions, so concurrent
-   orders cannot each pass a limit that only one of them fits (services/risk/exposure.py).
+1. One read: the OrderIntent risk decides on and the checks that need no lock (the
+   deployment exists and takes orders, a reduce-only order reduces, the audit backlog has
+   room); then risk's decision. Risk counts every order it approved and that has not
+   settled yet, together with filled positions, so concurrent orders cannot each pass a
+   limit that only one of them fits (services/risk/exposure.py). An order that adds risk
+   first waits until the deployment's last fills were reported to risk (marks.Equity).
 2. Record: under the deployment's row lock, the checks again, the idempotency key still
-   ours (fencing out an attempt whose lease was taken over), the order `accepted` with
-   venue_state `pending` and its audit event. An approved order refused here is recorded
-   as `order.rejected` with the decision's id, and risk hears it was not executed.
+   ours (fencing out an attempt whose lease was taken over; a new key is written here,
+   with the order), the order `accepted` with venue_state `pending` and its audit event.
+   An approved order refused here is recorded as `order.rejected` with the decision's id,
+   and risk hears it was not executed.
 3. The venue, with the orchestrator's retries; never blind (reconcile.py).
 4. Settle: fills, position (versioned), status, audit events, the key's stored reply;
-   then risk hears of the fills and the deployment's equity.
+   then risk hears of the fills, and of the deployment's equity (coalesced).
 
 Risk-reducing flatten orders (stop, kill switch) are the one place a missing risk answer
 does not block: they are sized from the position ledger under the reduce-only guard.
@@ -21,6 +24,7 @@ does not block: they are sized from the position ledger under the reduce-only gu
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,12 +38,12 @@ from services.execution.idempotency import ROUTE_SUBMIT, Claim, Progress
 from services.execution.marks import Equity
 from services.execution.orchestrator import Orchestrator, Retry
 from services.execution.orders import Intent
-from services.execution.positions import ZERO, fmt, gross_exposure
+from services.execution.positions import fmt, gross_exposure
 from services.execution.riskgate import RISK_UNAVAILABLE, RiskControls, refusal
 from services.execution.unitofwork import UnitOfWork, Work, tenant
 from services.execution.venue import ExecutionReport, VenueAdapter, VenueError, VenueOrder
 from services.runtime import correlation, errors, outcomes
-from services.runtime.outbox import Headroom
+from services.runtime.outbox import Headroom, Outbox
 from services.runtime.timeutil import to_timestamp, utcnow
 
 # What this service itself refuses an order for: not running, a reduce-only order that does
@@ -90,7 +94,16 @@ class OrderFlow:
     ) -> execution_pb2.Order:
         """Risk check, record as pending, send with retries, settle: one order's whole life."""
         tenant_id = tenant()
-        row, check = await self.uow.db.read(lambda c: _risk_intent(c, tenant_id, intent, order_id))
+        # Reduce-only and flatten orders are the brake: they may use the outbox reserve.
+        headroom = Headroom.RESERVE if flatten or intent.reduce_only else Headroom.BOUND
+        if headroom is Headroom.BOUND:
+            # Risk decides an order that adds risk on the deployment's equity as of its last
+            # fill (drawdown). The brake does not wait for it: reducing is always allowed.
+            await self.equity.reported(intent.deployment_id)
+        ready = await self.uow.db.read(
+            lambda c: _prepare(c, self.uow.box, tenant_id, intent, order_id, headroom, flatten)
+        )
+        row, check = ready.row, ready.check
         common: dict[str, Any] = {"deployment_id": intent.deployment_id, "order_id": order_id}
         data: dict[str, Any] = {
             "instrument": intent.instrument,
@@ -114,18 +127,8 @@ class OrderFlow:
             missing = errors.NotFound(f"deployment {intent.deployment_id!r} not found")
             raise await refused(missing, outcome=missing.error_code(), reason="", data=data)
         common["account_id"] = str(row["account_id"])
-        # Reduce-only and flatten orders are the brake: they may use the outbox reserve.
-        headroom = Headroom.RESERVE if flatten or intent.reduce_only else Headroom.BOUND
-        try:
-            if not flatten:
-                deployments.check_accepts_orders(intent.deployment_id, str(row["state"]))
-            await self.uow.check_capacity(headroom)
-            if intent.reduce_only:
-                await self.uow.db.read(
-                    lambda c: orders.check_reduce_only(c, tenant_id, intent.deployment_id, intent)
-                )
-        except LOCAL_REFUSALS as exc:
-            raise await refused(exc, data=data) from None
+        if ready.refusal is not None:
+            raise await refused(ready.refusal, data=data)
 
         decision: risk_pb2.RiskDecision | None
         try:
@@ -188,8 +191,22 @@ class OrderFlow:
             await self.uow.run(record, guard=headroom)
         except errors.IdempotencyInProgress:
             # Fenced out: the attempt that took the key over decides this order id again,
-            # which voids this decision at risk. Nothing of this attempt was recorded.
+            # which voids this decision at risk; or, for a new key, another attempt wrote
+            # it first with its own order, and risk hears this one was not executed.
+            # Nothing of this attempt was recorded.
             progress.settled = True
+            if claim is not None and claim.deferred and decision is not None:
+                await self.risk.settle(
+                    [
+                        settlements.not_executed(
+                            order_id,
+                            str(row["account_id"]),
+                            intent.deployment_id,
+                            decision_id,
+                            "another request with the same Idempotency-Key recorded its order",
+                        )
+                    ]
+                )
             raise
         except LOCAL_REFUSALS as exc:
             raise await refused(
@@ -295,7 +312,7 @@ class OrderFlow:
         progress.settled = True
         self.hooks.crash_after_commit(ROUTE_SUBMIT)
         if order.fills:
-            await self.equity.report([intent.deployment_id])
+            self.equity.changed([intent.deployment_id])
         return order
 
     async def get(self, order_id: str) -> execution_pb2.Order:
@@ -342,11 +359,28 @@ class OrderFlow:
         )
 
 
-def _risk_intent(
-    conn: sa.Connection, tenant_id: str, intent: Intent, order_id: str
-) -> tuple[sa.RowMapping | None, risk_pb2.OrderIntent]:
-    """The deployment and the OrderIntent risk decides on: the order, the deployment's
-    positions with their versions, and the context the contract names."""
+@dataclass(frozen=True)
+class _Prepared:
+    """What one read tells before risk is asked: the deployment (None: not found), the
+    OrderIntent risk decides on, and this service's own refusal if it has one."""
+
+    row: sa.RowMapping | None
+    check: risk_pb2.OrderIntent
+    refusal: errors.Gate4Error | None = None
+
+
+def _prepare(
+    conn: sa.Connection,
+    box: Outbox,
+    tenant_id: str,
+    intent: Intent,
+    order_id: str,
+    headroom: Headroom,
+    flatten: str,
+) -> _Prepared:
+    """The deployment and the OrderIntent risk decides on (the order, the deployment's
+    positions with their versions, the context the contract names), then the local checks
+    in the order a client is told of them: not running, no audit room, not reducing."""
     row = store.deployment_row(conn, tenant_id, intent.deployment_id)
     check = risk_pb2.OrderIntent(
         order_id=order_id,
@@ -359,31 +393,36 @@ def _risk_intent(
         reduce_only=intent.reduce_only,
     )
     if row is None:
-        return None, check
+        return _Prepared(None, check)
     account = str(row["account_id"])
-    held = store.deployment_positions(conn, intent.deployment_id)
-    prices = store.mark_prices(conn, tenant_id)
-    position = next((p.quantity for p in held if p.instrument == intent.instrument), ZERO)
+    book = store.book(conn, tenant_id, intent.deployment_id)
     check.account_id = account
-    check.position_quantity = fmt(position)
-    check.open_orders = len(orders.open_orders(conn, tenant_id, deployment_id=intent.deployment_id))
+    check.position_quantity = fmt(book.position(intent.instrument).quantity)
+    check.open_orders, check.account_open_orders = orders.open_counts(
+        conn, tenant_id, account, intent.deployment_id
+    )
     check.capital_allocation = str(row["capital_allocation"])
-    mark = store.mark_price(conn, tenant_id, intent.instrument)
+    mark = book.marks.get(intent.instrument)
     if mark is not None:
-        check.mark_price = fmt(mark[0])
-        ts = to_timestamp(mark[1])
+        check.mark_price = fmt(mark)
+        ts = to_timestamp(book.mark_times[intent.instrument])
         assert ts is not None
         check.mark_time.CopyFrom(ts)
     check.account_position_quantity = fmt(
         store.account_position(conn, tenant_id, account, intent.instrument)
     )
-    check.account_open_orders = len(orders.open_orders(conn, tenant_id, account_id=account))
-    check.deployment_gross_exposure = fmt(gross_exposure(held, prices))
-    check.positions.extend(
-        settlements.snapshots(conn, tenant_id, intent.deployment_id, [intent.instrument])
-    )
+    check.deployment_gross_exposure = fmt(gross_exposure(book.positions, book.marks))
+    check.positions.extend(settlements.snapshots(book, intent.deployment_id, [intent.instrument]))
     check.deployment_instruments.extend(deployments.instruments(str(row["instruments"])))
-    return row, check
+    try:
+        if not flatten:
+            deployments.check_accepts_orders(intent.deployment_id, str(row["state"]))
+        box.check_capacity(conn, headroom)
+        if intent.reduce_only:
+            orders.check_reduce_only(conn, tenant_id, intent.deployment_id, intent)
+    except LOCAL_REFUSALS as exc:
+        return _Prepared(row, check, exc)
+    return _Prepared(row, check)
 
 
 def _degrade(work: Work, tenant_id: str, deployment_id: str, reason: str) -> None:

@@ -7,7 +7,11 @@ best effort: they never fail the command that made them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -71,10 +75,70 @@ class RiskControls(Protocol):
         self, tenant_id: str, account_id: str, deployment_id: str
     ) -> KillSwitchView | None: ...
 
+    def switches_changed(self) -> None:
+        """A switch was enforced here: reads must not show what was cached before."""
+
+
+Engaged = dict[tuple[str, str], risk_pb2.KillSwitch]
+
+
+@dataclass
+class _Fetched:
+    generation: int
+    at: float
+    engaged: Engaged
+
+
+class SwitchCache:
+    """Risk's engaged kill switches per tenant, fetched at most once per `ttl` seconds per
+    tenant however many reads ask (concurrent readers share one call). A read never shows a
+    list fetched before the last `invalidate()`."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[Engaged | None]],
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fetch = fetch
+        self.ttl = ttl
+        self.clock = clock
+        self.generation = 0
+        self._fetched: dict[str, _Fetched] = {}
+        self._inflight: dict[tuple[str, int], asyncio.Future[Engaged | None]] = {}
+
+    def invalidate(self) -> None:
+        self.generation += 1
+        self._fetched.clear()
+
+    async def engaged(self, tenant_id: str) -> Engaged | None:
+        """None when risk could not be asked."""
+        known = self._fetched.get(tenant_id)
+        fresh = known is not None and known.generation == self.generation
+        if known is not None and fresh and self.clock() - known.at < self.ttl:
+            return known.engaged
+        key = (tenant_id, self.generation)
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(tenant_id, self.generation))
+            self._inflight[key] = pending
+        return await asyncio.shield(pending)
+
+    async def _load(self, tenant_id: str, generation: int) -> Engaged | None:
+        try:
+            started = self.clock()
+            engaged = await self.fetch()
+            if engaged is not None and generation == self.generation:
+                self._fetched[tenant_id] = _Fetched(generation, started, engaged)
+            return engaged
+        finally:
+            self._inflight.pop((tenant_id, generation), None)
+
 
 class RiskGate:
-    def __init__(self, stub: RiskServiceAsyncStub) -> None:
+    def __init__(self, stub: RiskServiceAsyncStub, switch_cache_seconds: float = 0.0) -> None:
         self.stub = stub
+        self.switches = SwitchCache(self._engaged, switch_cache_seconds)
 
     async def check_order(self, intent: risk_pb2.OrderIntent) -> risk_pb2.RiskDecision:
         try:
@@ -121,13 +185,9 @@ class RiskGate:
     ) -> KillSwitchView | None:
         """The engaged switch holding the deployment (tenant, account, then deployment scope);
         None when risk cannot be asked."""
-        try:
-            reply = await self.stub.ListKillSwitches(
-                risk_pb2.ListKillSwitchesRequest(engaged_only=True), timeout=READ_TIMEOUT_SECONDS
-            )
-        except grpc.aio.AioRpcError:
+        engaged = await self.switches.engaged(tenant_id)
+        if engaged is None:
             return None
-        engaged = {(s.scope, s.scope_id): s for s in reply.kill_switches if s.engaged}
         for scope, scope_id in (
             ("tenant", tenant_id),
             ("account", account_id),
@@ -137,3 +197,16 @@ class RiskGate:
             if switch is not None:
                 return KillSwitchView(True, scope, scope_id, switch.reason or switch.trigger)
         return KillSwitchView()
+
+    def switches_changed(self) -> None:
+        self.switches.invalidate()
+
+    async def _engaged(self) -> Engaged | None:
+        """The calling tenant's engaged switches (the tenant travels in the call's metadata)."""
+        try:
+            reply = await self.stub.ListKillSwitches(
+                risk_pb2.ListKillSwitchesRequest(engaged_only=True), timeout=READ_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        return {(s.scope, s.scope_id): s for s in reply.kill_switches if s.engaged}

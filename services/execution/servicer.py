@@ -1,6 +1,7 @@
 """The ExecutionService RPCs: input checks and the idempotency envelope around the commands.
 
-A keyed command first claims its key (see idempotency.py). A stored result is replayed with
+A keyed command first claims its key (see idempotency.py; an order's new key is written
+with the order). A stored result is replayed with
 initial metadata `x-idempotent-replayed: true` (the gateway turns it into the
 `Idempotent-Replayed` header), a stored refusal is raised again, and both are audited as
 `command.replayed`. Otherwise the command runs; if it fails before any side effect and
@@ -40,7 +41,7 @@ from services.execution.idempotency import (
 )
 from services.execution.orders import Intent
 from services.execution.unitofwork import Work, new_id
-from services.runtime import correlation, deadlines, errors, outcomes
+from services.runtime import correlation, deadlines, errors, metrics, outcomes
 from services.runtime.storage import Database
 from services.runtime.timeutil import as_utc, utcnow
 from services.runtime.validation import IDEMPOTENCY_KEY_RE, Checker
@@ -103,24 +104,33 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                     context, run(resource_id, None, progress), progress, accepted, ()
                 )
             return await _shielded(run(resource_id, None, progress))
-        digest = idempotency.request_digest(request)
+        key_args: dict[str, Any] = {
+            "tenant_id": tenant,
+            "route": route,
+            "key": key,
+            "digest": idempotency.request_digest(request),
+            "resource_id": resource_id,
+            "lease_seconds": self.settings.execution_command_lease_seconds,
+            "ttl_seconds": self.settings.execution_idempotency_ttl_seconds,
+        }
         try:
-            claimed = await self.uow.run(
-                lambda w: idempotency.claim(
-                    w.conn,
-                    tenant_id=tenant,
-                    route=route,
-                    key=key,
-                    digest=digest,
-                    resource_id=resource_id,
-                    now=utcnow(),
-                    lease_seconds=self.settings.execution_command_lease_seconds,
-                    ttl_seconds=self.settings.execution_idempotency_ttl_seconds,
-                ),
+            # An order's new key is written with the order itself (idempotency.lookup).
+            found = (
+                await self.uow.db.read(lambda c: idempotency.lookup(c, now=utcnow(), **key_args))
+                if route == ROUTE_SUBMIT
+                else None
+            )
+            claimed = (
+                found
+                if found is not None
+                else await self.uow.run(
+                    lambda w: idempotency.claim(w.conn, now=utcnow(), **key_args)
+                )
             )
         except (errors.IdempotencyKeyReused, errors.IdempotencyInProgress) as exc:
             await self._key_refused(route, request, exc)
             raise
+        metrics.idempotency_claimed(route, claimed)
         if isinstance(claimed, Stored):
             await self._replayed(route, claimed, reply_type)
             await context.send_initial_metadata(REPLAYED_METADATA)

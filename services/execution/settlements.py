@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
@@ -30,44 +30,42 @@ def _price(position: Position, marks: Mapping[str, Decimal]) -> str:
     return fmt(position.average_price) if position.quantity else ""
 
 
+def _snapshot(
+    book: store.Book, deployment_id: str, position: Position
+) -> risk_pb2.PositionSnapshot:
+    return risk_pb2.PositionSnapshot(
+        deployment_id=deployment_id,
+        instrument=position.instrument,
+        quantity=fmt(position.quantity),
+        version=book.versions.get(position.instrument, 0),
+        price=_price(position, book.marks),
+    )
+
+
 def snapshots(
-    conn: Connection, tenant_id: str, deployment_id: str, also: Iterable[str] = ()
+    book: store.Book, deployment_id: str, also: Iterable[str] = ()
 ) -> list[risk_pb2.PositionSnapshot]:
     """Every position of the deployment, plus the instruments in `also` even when flat."""
-    held = {p.instrument: p for p in store.deployment_positions(conn, deployment_id)}
+    held = {p.instrument: p for p in book.positions}
     for instrument in also:
         held.setdefault(instrument, Position(instrument))
-    versions = store.position_versions(conn, deployment_id)
-    marks = store.mark_prices(conn, tenant_id)
-    return [
-        risk_pb2.PositionSnapshot(
-            deployment_id=deployment_id,
-            instrument=instrument,
-            quantity=fmt(position.quantity),
-            version=versions.get(instrument, 0),
-            price=_price(position, marks),
-        )
-        for instrument, position in sorted(held.items())
-    ]
+    return [_snapshot(book, deployment_id, held[i]) for i in sorted(held)]
 
 
-def for_order(conn: Connection, row: sa.RowMapping, *, closed: bool) -> risk_pb2.SettleOrderRequest:
+def for_order(
+    conn: Connection, row: Mapping[Any, Any], *, closed: bool
+) -> risk_pb2.SettleOrderRequest:
     """Where the order stands now, with its deployment's position in the instrument;
     `closed`: it can fill no more."""
     tenant_id, deployment_id = str(row["tenant_id"]), str(row["deployment_id"])
-    instrument = str(row["instrument"])
-    snapshot = next(
-        s
-        for s in snapshots(conn, tenant_id, deployment_id, [instrument])
-        if s.instrument == instrument
-    )
+    book = store.book(conn, tenant_id, deployment_id)
     return risk_pb2.SettleOrderRequest(
         order_id=str(row["order_id"]),
         account_id=str(row["account_id"]),
         deployment_id=deployment_id,
         filled_quantity=str(row["filled_quantity"]) or "0",
         closed=closed,
-        position=snapshot,
+        position=_snapshot(book, deployment_id, book.position(str(row["instrument"]))),
         decision_id=str(row["decision_id"]),
     )
 

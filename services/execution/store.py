@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
@@ -148,6 +150,41 @@ def _position(row: sa.Row[tuple[object, ...]]) -> Position:
     )
 
 
+@dataclass(frozen=True)
+class Book:
+    """A deployment's positions with their versions, and its tenant's marks: everything
+    valuing the deployment and telling risk about it needs, read in two queries."""
+
+    positions: list[Position]
+    versions: dict[str, int]
+    marks: dict[str, Decimal]
+    mark_times: dict[str, datetime]
+
+    def position(self, instrument: str) -> Position:
+        return next((p for p in self.positions if p.instrument == instrument), Position(instrument))
+
+
+_POSITIONS = (
+    sa.select(positions)
+    .where(positions.c.deployment_id == sa.bindparam("deployment_id"))
+    .order_by(positions.c.instrument)
+)
+_MARKS = sa.select(marks.c.instrument, marks.c.price, marks.c.at).where(
+    marks.c.tenant_id == sa.bindparam("tenant_id")
+)
+
+
+def book(conn: Connection, tenant_id: str, deployment_id: str) -> Book:
+    rows = conn.execute(_POSITIONS, {"deployment_id": deployment_id}).all()
+    priced = conn.execute(_MARKS, {"tenant_id": tenant_id}).all()
+    return Book(
+        positions=[_position(r) for r in rows],
+        versions={str(r.instrument): int(r.version) for r in rows},
+        marks={str(r.instrument): Decimal(str(r.price)) for r in priced},
+        mark_times={str(r.instrument): as_utc(r.at) for r in priced},
+    )
+
+
 def deployment_positions(conn: Connection, deployment_id: str) -> list[Position]:
     rows = conn.execute(
         sa.select(positions)
@@ -229,13 +266,22 @@ class KillSwitchView:
     reason: str = ""
 
 
+# The hot path's statements are built once, with bound parameters: each call then skips
+# building the statement and computing its cache key.
+_DEPLOYMENT = sa.select(deployments).where(
+    deployments.c.tenant_id == sa.bindparam("tenant_id"),
+    deployments.c.deployment_id == sa.bindparam("deployment_id"),
+)
+_DEPLOYMENT_LOCKED = lock(_DEPLOYMENT)
+
+
 def deployment_row(
     conn: Connection, tenant_id: str, deployment_id: str, *, for_update: bool = False
 ) -> sa.RowMapping | None:
-    query = sa.select(deployments).where(
-        deployments.c.tenant_id == tenant_id, deployments.c.deployment_id == deployment_id
-    )
-    row = conn.execute(lock(query) if for_update else query).first()
+    row = conn.execute(
+        _DEPLOYMENT_LOCKED if for_update else _DEPLOYMENT,
+        {"tenant_id": tenant_id, "deployment_id": deployment_id},
+    ).first()
     return row._mapping if row is not None else None
 
 
@@ -378,25 +424,35 @@ _ORDER_FIELDS = (
 )
 
 
+_ORDER = sa.select(orders).where(
+    orders.c.tenant_id == sa.bindparam("tenant_id"), orders.c.order_id == sa.bindparam("order_id")
+)
+_ORDER_LOCKED = lock(_ORDER)
+_FILLS = (
+    sa.select(fills)
+    .where(
+        fills.c.tenant_id == sa.bindparam("tenant_id"), fills.c.order_id == sa.bindparam("order_id")
+    )
+    .order_by(fills.c.at, fills.c.fill_id)
+)
+
+
 def order_row(
     conn: Connection, tenant_id: str, order_id: str, *, for_update: bool = False
 ) -> sa.RowMapping | None:
-    query = sa.select(orders).where(orders.c.tenant_id == tenant_id, orders.c.order_id == order_id)
-    row = conn.execute(lock(query) if for_update else query).first()
+    row = conn.execute(
+        _ORDER_LOCKED if for_update else _ORDER, {"tenant_id": tenant_id, "order_id": order_id}
+    ).first()
     return row._mapping if row is not None else None
 
 
-def order_message(conn: Connection, m: sa.RowMapping) -> execution_pb2.Order:
+def order_message(conn: Connection, m: Mapping[Any, Any]) -> execution_pb2.Order:
     msg = execution_pb2.Order(
         **{k: m[k] for k in _ORDER_FIELDS},
         reduce_only=bool(m["reduce_only"]),
         venue_attempts=int(m["venue_attempts"]),
     )
-    rows = conn.execute(
-        sa.select(fills)
-        .where(fills.c.tenant_id == m["tenant_id"], fills.c.order_id == m["order_id"])
-        .order_by(fills.c.at, fills.c.fill_id)
-    ).all()
+    rows = conn.execute(_FILLS, {"tenant_id": m["tenant_id"], "order_id": m["order_id"]}).all()
     for r in rows:
         fill = msg.fills.add(fill_id=r.fill_id, quantity=r.quantity, price=r.price)
         ts = to_timestamp(r.at)

@@ -9,6 +9,7 @@ import grpc
 
 from gate4.execution.v1 import execution_pb2_grpc
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
+from services.risk import gauges
 from services.risk.enforcement import Enforcer
 from services.risk.reaper import Reaper
 from services.risk.servicer import RiskServicer
@@ -47,6 +48,7 @@ class RiskService(BaseService):
         risk_pb2_grpc.add_RiskServiceServicer_to_server(
             RiskServicer(self.db, self.outbox, self.enforcer), server
         )
+        gauges.register(self.db)
 
     async def stop(self) -> None:
         if self.reaper is not None:

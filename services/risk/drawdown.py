@@ -178,13 +178,16 @@ class Rule:
         return self.policy.kill_switch.flatten_on_trip if self.policy else False
 
 
-def rule_for(conn: Connection, tenant_id: str, account_id: str) -> Rule:
-    """The drawdown rule of the account's active policy (the tenant-wide one for "")."""
-    record = versions.active_policy(conn, tenant_id, account_id)
+def _rule(record: versions.PolicyRecord | None) -> Rule:
     if record is None:
         return Rule("", None)
     parsed = record.parsed()
     return Rule(record.label, parsed if isinstance(parsed, Policy) else None)
+
+
+def rule_for(conn: Connection, tenant_id: str, account_id: str) -> Rule:
+    """The drawdown rule of the account's active policy (the tenant-wide one for "")."""
+    return _rule(versions.active_policy(conn, tenant_id, account_id))
 
 
 def record(conn: Connection, box: Outbox, tenant_id: str, report: EquityReport) -> Result:
@@ -205,13 +208,17 @@ def record(conn: Connection, box: Outbox, tenant_id: str, report: EquityReport) 
     else:
         day_start = deployment.day_start + inflow
 
-    account_rule = rule_for(conn, tenant_id, report.account_id)
-    tenant_rule = rule_for(conn, tenant_id, "")
+    for_account, for_tenant = versions.active_policies(conn, tenant_id, report.account_id)
+    account_rule, tenant_rule = _rule(for_account), _rule(for_tenant)
     scopes = (
         ("deployment", report.deployment_id, account_rule),
         ("account", report.account_id, account_rule),
         ("tenant", tenant_id, tenant_rule),
     )
+    switch_states = {
+        (s.scope, s.scope_id): s
+        for s in killswitch.states_of(conn, tenant_id, [(s, i) for s, i, _ in scopes])
+    }
     result = Result(applied=True, states=[], tripped=[])
     # The deployment comes first: the account's and tenant's sums include its new equity.
     for scope, scope_id, rule in scopes:
@@ -239,7 +246,9 @@ def record(conn: Connection, box: Outbox, tenant_id: str, report: EquityReport) 
         elif stored is None:
             values.update(account_id="", capital=ZERO, day="", day_start_equity=ZERO)
         _save(conn, tenant_id, scope, scope_id, stored is not None, **values)
-        state = killswitch.get(conn, tenant_id, scope, scope_id)
+        state = switch_states.get((scope, scope_id)) or killswitch.get(
+            conn, tenant_id, scope, scope_id
+        )
         if threshold is not None and not state.engaged:
             if breached and track.breaches >= rule.confirmations:
                 state = _trip(

@@ -161,16 +161,34 @@ def engaged_for(
     conn: Connection, tenant_id: str, account_id: str, deployment_id: str
 ) -> risk_pb2.KillSwitch | None:
     """The widest engaged switch holding any scope the command falls in."""
-    for scope, scope_id in (
-        ("tenant", tenant_id),
-        ("account", account_id),
-        ("deployment", deployment_id),
-    ):
-        if scope_id:
-            state = get(conn, tenant_id, scope, scope_id)
-            if state.engaged:
-                return state
-    return None
+    states = states_of(
+        conn,
+        tenant_id,
+        [("tenant", tenant_id), ("account", account_id), ("deployment", deployment_id)],
+    )
+    return next((s for s in states if s.engaged), None)
+
+
+def states_of(
+    conn: Connection, tenant_id: str, refs: list[tuple[str, str]]
+) -> list[risk_pb2.KillSwitch]:
+    """The state of each (scope, scope_id) with an id, in the order asked, in one query."""
+    wanted = [(scope, scope_id) for scope, scope_id in refs if scope_id]
+    if not wanted:
+        return []
+    rows = conn.execute(
+        sa.select(switches).where(
+            switches.c.tenant_id == tenant_id,
+            sa.or_(*((switches.c.scope == s) & (switches.c.scope_id == i) for s, i in wanted)),
+        )
+    ).all()
+    found = {(str(r._mapping["scope"]), str(r._mapping["scope_id"])): r for r in rows}
+    return [
+        _message(found[ref])
+        if ref in found
+        else risk_pb2.KillSwitch(scope=ref[0], scope_id=ref[1], engaged=False)
+        for ref in wanted
+    ]
 
 
 def _ids(scope: str, scope_id: str) -> dict[str, str]:

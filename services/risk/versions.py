@@ -75,19 +75,26 @@ def _record(row: sa.Row[tuple[object, ...]]) -> PolicyRecord:
     )
 
 
+def active_policies(
+    conn: Connection, tenant_id: str, account_id: str = ""
+) -> tuple[PolicyRecord | None, PolicyRecord | None]:
+    """The policy governing the account (its own active one, else the tenant-wide one) and
+    the tenant-wide one, in one query."""
+    rows = conn.execute(
+        sa.select(versions).where(
+            versions.c.tenant_id == tenant_id,
+            versions.c.account_id.in_({account_id, ""}),
+            versions.c.active.is_(True),
+        )
+    ).all()
+    by_scope = {str(r._mapping["account_id"]): _record(r) for r in rows}
+    tenant_wide = by_scope.get("")
+    return by_scope.get(account_id, tenant_wide), tenant_wide
+
+
 def active_policy(conn: Connection, tenant_id: str, account_id: str = "") -> PolicyRecord | None:
     """The account's own active policy, else the tenant-wide one."""
-    for scope in dict.fromkeys((account_id, "")):
-        row = conn.execute(
-            sa.select(versions).where(
-                versions.c.tenant_id == tenant_id,
-                versions.c.account_id == scope,
-                versions.c.active.is_(True),
-            )
-        ).first()
-        if row is not None:
-            return _record(row)
-    return None
+    return active_policies(conn, tenant_id, account_id)[0]
 
 
 def list_versions(

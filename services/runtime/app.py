@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import grpc
@@ -29,12 +30,17 @@ class BaseService:
             self.settings.database_url_for(self.name),
             name=self.name,
             max_batch=self.settings.group_commit_max_batch,
+            trace_sql=self.settings.trace_sql,
         )
         self.outbox = Outbox(
             self.db,
             self.name,
             self.settings.outbox_max_backlog,
             self.settings.outbox_reserve,
+            lease_seconds=self.settings.outbox_lease_seconds,
+            # Stable across restarts of this replica (one address per host), so a restarted
+            # process takes back what its crashed run had claimed.
+            shipper_id=f"{socket.gethostname()}/{self.name}@{self.settings.service_addr(self.name)}",
         )
         self.channels: dict[str, grpc.aio.Channel] = {}
 

@@ -5,6 +5,8 @@ default; RS256/ES256 with a PEM public key or a JWKS URL is configured by enviro
 dev credentials are then signed with GATE4_JWT_PRIVATE_KEY_FILE).
 API keys look like `g4k_<keyId>_<secret>`; only the SHA-256 of the whole key is stored
 (keys are 256-bit random, so a fast hash is enough, unlike passwords).
+A token verified once is remembered until its `exp` (`TokenCache`), so a client's requests
+do not pay for the signature check (most of the gateway's auth cost) every time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +31,7 @@ ROLES = ("viewer", "trader", "risk-officer", "sre")
 API_KEY_PREFIX = "g4k"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenClaims:
     user_id: str
     tenant_id: str
@@ -81,6 +85,49 @@ class TokenVerifier:
             roles=frozenset(roles),
             expires_at=int(claims["exp"]),
         )
+
+
+class TokenCache:
+    """The claims of tokens verified already, served until each token's `exp`.
+
+    Keyed by the SHA-256 of the exact token string: any other string (another signature, a
+    changed claim, whitespace) is a miss and is verified, and no usable credential is kept
+    in memory. Only tokens that verified are kept, so an invalid, forged or expired token is
+    verified and refused on every request as before. An entry is served only while the clock
+    is before its `exp`, without the verifier's leeway, so it never outlives what a fresh
+    verification would accept. At most `max_entries` (0: nothing is cached); the least
+    recently used goes first. Not thread-safe: the gateway verifies on its event loop.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        max_entries: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.verifier = verifier
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[bytes, TokenClaims] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def verify(self, token: str) -> TokenClaims:
+        key = hashlib.sha256(token.encode()).digest()
+        now = self._clock()
+        claims = self._entries.get(key)
+        if claims is not None:
+            if now < claims.expires_at:
+                self._entries.move_to_end(key)
+                return claims
+            del self._entries[key]
+        claims = self.verifier.verify(token)
+        if self.max_entries and now < claims.expires_at:
+            self._entries[key] = claims
+            if len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return claims
 
 
 class SigningKeyMissing(ValueError):

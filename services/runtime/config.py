@@ -52,11 +52,16 @@ class Settings(BaseSettings):
     conversation_database_url: str = ""
     gateway_database_url: str = ""
     group_commit_max_batch: int = Field(default=256, ge=1)
+    # A span per SQL statement: off by default, it costs a large share of write throughput.
+    trace_sql: bool = False
     outbox_max_backlog: int = Field(default=10_000, ge=1)
     # Headroom beyond the bound kept for risk-reducing commands (stop, flatten, cancel,
     # kill-switch engage, reduce-only orders) and equity reports: the brake works while
     # audit is down. Bounded too: past it, those are refused as well.
     outbox_reserve: int = Field(default=1_000, ge=0)
+    # How long a shipper's claim holds its rows: what a crashed shipper delays its tenants'
+    # events by. Above the settle margin plus one short call (services/runtime/outbox.py).
+    outbox_lease_seconds: float = Field(default=10.0, ge=7.0)
 
     # Addresses (host:port) each service listens on and every client dials.
     audit_addr: str = "127.0.0.1:50051"
@@ -65,6 +70,12 @@ class Settings(BaseSettings):
     conversation_addr: str = "127.0.0.1:50054"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    # Each service's Prometheus metrics port (services/runtime/metrics.py), on the host of its
+    # own address above; 0: no metrics server. `gate4 dev up` derives one for each when unset.
+    audit_metrics_port: int = Field(default=0, ge=0, le=65535)
+    risk_metrics_port: int = Field(default=0, ge=0, le=65535)
+    execution_metrics_port: int = Field(default=0, ge=0, le=65535)
+    conversation_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     # Client-side balancing (services/runtime/clients.py, server.py): peers are dialled as
     # dns:///host:port with this policy, so a name resolving to several pods (a headless
@@ -127,6 +138,9 @@ class Settings(BaseSettings):
     jwt_audience: str = "gate4-platform"
     jwt_leeway_seconds: int = Field(default=30, ge=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
+    # Verified bearer tokens the gateway keeps (by SHA-256, until their `exp`), so a client's
+    # token is checked once, not on every request; 0: every request verifies its token.
+    token_cache_size: int = Field(default=4096, ge=0)
 
     @field_validator("service_token_digests")
     @classmethod
@@ -162,6 +176,15 @@ class Settings(BaseSettings):
     def service_addr(self, service: str) -> str:
         addr: str = getattr(self, f"{service}_addr")
         return addr
+
+    def metrics_addr(self, service: str) -> tuple[str, int] | None:
+        """Where the service serves its metrics: the host it listens on, its metrics port;
+        None when the port is 0."""
+        port: int = getattr(self, f"{service}_metrics_port")
+        if not port:
+            return None
+        host = self.service_addr(service).rpartition(":")[0].strip("[]")
+        return host or "0.0.0.0", port  # noqa: S104 - as the gRPC address: no host, every one
 
     def dependency_timeout(self, service: str) -> float:
         """How long a service waits for a call to `service` (capped by its caller's budget)."""

@@ -3,8 +3,10 @@
 Server side: identifies the calling service (token or certificate, services/runtime/identity.py)
 and checks that it may call the method (services/runtime/callers.py), requires a tenant on
 every RPC, binds the correlation ids for the call, and maps `Gate4Error` (or any unexpected
-exception) to a rich gRPC status. Client side: writes the current correlation ids into
-metadata and W3C baggage.
+exception) to a rich gRPC status. Each call it ends is logged once, and counted and timed in
+the RPC metrics (services/runtime/metrics.py) at the same point: no interceptor layer of its
+own, which would cost every call another wrapper. Client side: writes the current
+correlation ids into metadata and W3C baggage.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import grpc
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
 
-from services.runtime import correlation, deadlines, errors
+from services.runtime import correlation, deadlines, errors, metrics
 from services.runtime.callers import ALLOWED_CALLERS, authorize_caller
 from services.runtime.identity import CallerIdentifier
 
@@ -95,22 +97,25 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             )
             if budget is not None and budget <= 0:
                 # Queued while this process was paused: the caller gave up before it began.
-                _log_call(method, errors.DeadlineExceeded.code, started)
-                _fail(ctx, errors.DeadlineExceeded(_EXPIRED))
+                expired = errors.DeadlineExceeded(_EXPIRED)
+                _log_call(method, started, expired)
+                _fail(ctx, expired)
                 return None
-            code = "OK"
+            # Until the behaviour returns or fails: what else ends it is a cancellation.
+            status = grpc.StatusCode.CANCELLED
             error: errors.Gate4Error | None = None
             with correlation.bound(corr), deadlines.bound(budget):
                 trace.get_current_span().set_attributes(corr.span_attributes())
                 try:
-                    return await behavior(request, ctx)
+                    reply = await behavior(request, ctx)
+                    status = grpc.StatusCode.OK
+                    return reply
                 except Exception as exc:
                     error = _as_error(exc)
-                    code = error.error_code()
                     _fail(ctx, error)
                     return None
                 finally:
-                    _log_call(method, code, started, error)
+                    _log_call(method, started, error, status)
 
         return wrapper
 
@@ -124,7 +129,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             corr = self._admit_or_fail(method, metadata, ctx, started)
             if corr is None:
                 return
-            code = "OK"
+            status = grpc.StatusCode.CANCELLED
             error: errors.Gate4Error | None = None
             budget = deadlines.incoming(
                 ctx.time_remaining(), metadata.get(deadlines.MD_DEADLINE, "")
@@ -134,12 +139,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async for item in behavior(request, ctx):
                         yield item
+                    status = grpc.StatusCode.OK
                 except Exception as exc:
                     error = _as_error(exc)
-                    code = error.error_code()
                     _fail(ctx, error)
                 finally:
-                    _log_call(method, code, started, error)
+                    _log_call(method, started, error, status)
 
         return wrapper
 
@@ -153,7 +158,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         try:
             return self._admit(method, metadata, ctx)
         except errors.Gate4Error as exc:
-            _log_call(method, exc.error_code(), started)
+            _log_call(method, started, exc)
             _fail(ctx, exc)
             return None
 
@@ -185,14 +190,25 @@ def _fail(ctx: grpc.aio.ServicerContext[Any, Any], error: errors.Gate4Error) -> 
 
 
 def _log_call(
-    method: str, code: str, started: float, error: errors.Gate4Error | None = None
+    method: str,
+    started: float,
+    error: errors.Gate4Error | None,
+    status: grpc.StatusCode = grpc.StatusCode.OK,
 ) -> None:
-    """The call's one log line. An error the caller gets is logged here, once, without a
-    traceback: a refusal at INFO, a failure of the platform's own (5xx) at WARNING."""
+    """The call's one log line and its metrics. An error the caller gets is logged here,
+    once, without a traceback: a refusal at INFO, a failure of the platform's own (5xx) at
+    WARNING. `status` is the call's gRPC status when it ended without an error (OK, or
+    CANCELLED when the caller went away)."""
+    seconds = time.perf_counter() - started
+    if error is not None:
+        code, status = error.error_code(), error.status_for_grpc()
+    else:
+        code = status.name
+    metrics.observe_rpc(method, status, code, seconds)
     extra: dict[str, Any] = {
         "rpc.method": method,
         "rpc.code": code,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "duration_ms": round(seconds * 1000, 2),
     }
     if error is not None:
         extra["rpc.detail"] = error.detail

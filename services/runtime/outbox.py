@@ -6,6 +6,18 @@ same write op); a shipper task sends pending events to the audit service with Ap
 the backlog passes its bound, `ensure_capacity` refuses new side effects: no decision
 without its record.
 
+Replicas of a service share its outbox table, so a shipper first claims the rows it ships:
+a short write op stamps them with its id and a lease (`claimed_by`, `claimed_until`), and
+the others skip them, so each event is shipped once per attempt. The lease bounds a
+shipment: a shipper that dies or stalls loses its rows when the lease expires and another
+takes them over; one that runs short of lease stops and gives back what it has not shipped.
+The claim works the same on SQLite (the writer's BEGIN IMMEDIATE serialises it) and on
+PostgreSQL, where claims are serialised by a transaction-scoped advisory lock (tried, never
+waited for: the op shares a group-commit batch) and `FOR UPDATE SKIP LOCKED` passes over
+rows a late shipper is still settling. Events of one tenant keep their order, as with one
+shipper: no row is claimed of a tenant another shipper holds rows of, so replicas ship
+different tenants side by side and each tenant's events one claim after the other.
+
 The bound is GATE4_OUTBOX_MAX_BACKLOG for what adds risk. Risk-reducing commands (stop,
 flatten, cancel, kill-switch engage, reduce-only orders) and equity reports check with
 `Headroom.RESERVE`: they may go GATE4_OUTBOX_RESERVE events further, so the emergency brake
@@ -24,10 +36,13 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
+import random
+import socket
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -35,13 +50,24 @@ import sqlalchemy as sa
 from alembic import op as alembic_op
 from google.protobuf import struct_pb2
 from opentelemetry import trace
-from prometheus_client import Counter, Gauge
 from sqlalchemy.engine import Connection
 
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
-from services.runtime import correlation, errors
+from services.runtime import correlation, deadlines, errors
+from services.runtime.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_CAPACITY_REFUSALS,
+    OUTBOX_MAX_BACKLOG,
+    OUTBOX_RESERVE,
+    OUTBOX_RESERVE_ADMISSIONS,
+    OUTBOX_RESERVE_IN_USE,
+    OUTBOX_SHIPPED,
+    OUTBOX_TAKEOVERS,
+    timed_write,
+)
 from services.runtime.storage import Database
 from services.runtime.telemetry import current_trace_id, current_traceparent, remote_parent
+from services.runtime.timeutil import utcnow
 
 if TYPE_CHECKING:
     from gate4.audit.v1.audit_pb2_grpc import AuditServiceAsyncStub
@@ -53,23 +79,19 @@ SHIP_BATCH = 500
 MAX_LINKS = 128
 #: Seconds between two log lines about the reserve being used (the metric counts each use).
 RESERVE_LOG_INTERVAL = 10.0
-
-# In the process registry (prometheus_client's default).
-BACKLOG = Gauge(
-    "gate4_outbox_backlog",
-    "Audit events waiting to ship, as last counted by a capacity check.",
-    ["service"],
-)
-RESERVE_ADMISSIONS = Counter(
-    "gate4_outbox_reserve_admissions",
-    "Risk-reducing writes admitted past GATE4_OUTBOX_MAX_BACKLOG, into the reserve.",
-    ["service"],
-)
-CAPACITY_REFUSALS = Counter(
-    "gate4_outbox_capacity_refusals",
-    "Writes refused because the audit backlog was full, by the headroom they had.",
-    ["service", "headroom"],
-)
+#: How long a claim holds its rows (GATE4_OUTBOX_LEASE_SECONDS): room for one AppendBatch
+#: (GATE4_AUDIT_TIMEOUT_SECONDS) before the settle margin, so a shipment is rarely cut short;
+#: short, because a shipper that dies mid-shipment holds its tenants' events that long.
+LEASE_SECONDS = 10.0
+#: Of the lease, what is kept to record the outcome: no call to audit starts later than this
+#: before the lease ends, so the rows are settled while still ours.
+SETTLE_MARGIN_SECONDS = 5.0
+#: A call to audit is not started with less time than this left before the margin.
+MIN_CALL_SECONDS = 1.0
+#: How long a shipper retries a claim while another replica's claim holds the lock.
+CLAIM_RETRY_SECONDS = 0.5
+# First key of the two-key advisory lock space, apart from risk's ("RSK").
+LOCK_NAMESPACE = 0x4F4258  # "OBX"
 
 
 class Headroom(enum.Enum):
@@ -106,6 +128,30 @@ def create_table(service: str) -> None:
         sa.Column("rejected_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reject_reason", sa.String(500), nullable=True),
     )
+
+
+def add_claim_columns(service: str) -> None:
+    """Called from a service's migration: the columns a shipper's claim needs (all nullable,
+    so a running previous release, which neither writes nor reads them, is unaffected)."""
+    table = table_name(service)
+    with alembic_op.batch_alter_table(table) as batch:
+        # The event's tenant, for per-tenant ordering across shippers; NULL on rows written
+        # before this revision (or by a previous release): ordered against every tenant.
+        batch.add_column(sa.Column("tenant_id", sa.String(64), nullable=True))
+        # Which shipper holds the row, and until when (see Outbox: claims and leases).
+        batch.add_column(sa.Column("claimed_by", sa.String(128), nullable=True))
+        batch.add_column(sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True))
+    # Finds the rows under a claim without reading the (unclaimed) rest of the backlog.
+    alembic_op.create_index(f"ix_{table}_claimed_until", table, ["claimed_until"])
+
+
+def drop_claim_columns(service: str) -> None:
+    table = table_name(service)
+    alembic_op.drop_index(f"ix_{table}_claimed_until", table_name=table)
+    with alembic_op.batch_alter_table(table) as batch:
+        batch.drop_column("claimed_until")
+        batch.drop_column("claimed_by")
+        batch.drop_column("tenant_id")
 
 
 def event(
@@ -150,7 +196,17 @@ def event(
 
 
 class Outbox:
-    def __init__(self, db: Database, service: str, max_backlog: int, reserve: int = 0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        service: str,
+        max_backlog: int,
+        reserve: int = 0,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        ship_batch: int = SHIP_BATCH,
+        shipper_id: str = "",
+    ) -> None:
         self.db = db
         self.service = service
         self.table = sa.table(
@@ -161,10 +217,19 @@ class Outbox:
             sa.column("created_at", sa.DateTime),
             sa.column("rejected_at", sa.DateTime),
             sa.column("reject_reason", sa.String),
+            sa.column("tenant_id", sa.String),
+            sa.column("claimed_by", sa.String),
+            sa.column("claimed_until", sa.DateTime),
         )
         self._pending = self.table.c.rejected_at.is_(None)
         self.max_backlog = max_backlog
         self.reserve = reserve
+        self.lease_seconds = lease_seconds
+        self.ship_batch = ship_batch
+        #: Names this shipper in the rows it claims (unique per Outbox, even in one process).
+        self.shipper_id = (
+            shipper_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Checks run on the writer thread and on readers: the log's rate limit is shared.
@@ -180,10 +245,10 @@ class Outbox:
         what adds risk, at bound + reserve for what reduces it. A write admitted into the
         reserve is counted and logged."""
         pending = self._count(conn)
-        BACKLOG.labels(self.service).set(pending)
+        self._observe_backlog(pending)
         refusal = self._refusal(pending, headroom)
         if refusal is not None:
-            CAPACITY_REFUSALS.labels(self.service, headroom.value).inc()
+            OUTBOX_CAPACITY_REFUSALS.labels(self.service, headroom.value).inc()
             raise refusal
         if pending >= self.max_backlog:
             self._reserve_used(pending)
@@ -222,8 +287,12 @@ class Outbox:
             ).scalar_one()
         )
 
+    def _observe_backlog(self, pending: int) -> None:
+        OUTBOX_BACKLOG.labels(self.service).set(pending)
+        OUTBOX_RESERVE_IN_USE.labels(self.service).set(max(0, pending - self.max_backlog))
+
     def _reserve_used(self, pending: int) -> None:
-        RESERVE_ADMISSIONS.labels(self.service).inc()
+        OUTBOX_RESERVE_ADMISSIONS.labels(self.service).inc()
         now = time.monotonic()
         with self._reserve_lock:
             self._reserve_unlogged += 1
@@ -250,6 +319,7 @@ class Outbox:
                 event_id=evt.event_id,
                 payload=evt.SerializeToString(),
                 created_at=datetime.now(UTC),
+                tenant_id=evt.tenant_id,
             )
         )
 
@@ -260,6 +330,8 @@ class Outbox:
     # -- shipping --------------------------------------------------------------------------
 
     def start(self, channel: grpc.aio.Channel) -> None:
+        OUTBOX_MAX_BACKLOG.labels(self.service).set(self.max_backlog)
+        OUTBOX_RESERVE.labels(self.service).set(self.reserve)
         self._task = asyncio.create_task(self._run(audit_pb2_grpc.AuditServiceStub(channel)))
 
     async def stop(self) -> None:
@@ -268,11 +340,24 @@ class Outbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            # Rows claimed by a shipment cut short go back at once, not when the lease ends
+            # (a rolling restart would otherwise hold the tenants' events that long).
+            try:
+                await self.db.write(self._release)
+            except Exception:
+                log.warning("could not give back the outbox's claimed rows", exc_info=True)
 
     async def backlog(self) -> int:
         return await self.db.read(self._count)
 
     async def _run(self, stub: AuditServiceAsyncStub) -> None:
+        # A shipper named like this one held its rows before this process started: the
+        # previous run of this same replica (same host and address), dead, whose claims
+        # would otherwise hold its tenants' events until their lease ends.
+        try:
+            await self.db.write(self._release)
+        except Exception:
+            log.warning("could not take back the previous run's outbox claims", exc_info=True)
         delay = 0.2
         while True:
             try:
@@ -284,6 +369,11 @@ class Outbox:
                 )
                 shipped = 0
                 delay = min(delay * 2, 5.0)
+            except Exception:
+                # The database failed a poll, claim or settle: the shipper must outlive it.
+                log.exception("outbox shipment failed; retrying")
+                shipped = 0
+                delay = min(delay * 2, 5.0)
             if shipped:
                 continue
             self._wake.clear()
@@ -291,66 +381,210 @@ class Outbox:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay if delay > 0.2 else 1.0)
 
     async def ship_once(self, stub: AuditServiceAsyncStub) -> int:
-        rows = await self.db.read(
-            lambda c: c.execute(
-                sa.select(self.table.c.id, self.table.c.payload)
-                .where(self._pending)
-                .order_by(self.table.c.id)
-                .limit(SHIP_BATCH)
-            ).all()
-        )
+        """Claims a batch of pending events, ships it, records the outcome; returns how many
+        events were shipped or set aside as rejected (0: nothing this shipper could claim)."""
+        pending, claimable = await self.db.read(self._poll)
+        self._observe_backlog(pending)
+        if not claimable:
+            return 0
+        started = time.monotonic()
+        rows = await self._claim()
         if not rows:
             return 0
+        # The lease started no earlier than `started`: stop calling audit before it ends.
+        ship_until = started + self.lease_seconds - SETTLE_MARGIN_SECONDS
         by_tenant: dict[str, list[tuple[int, audit_pb2.AuditEvent]]] = {}
         for row_id, payload in rows:
             evt = audit_pb2.AuditEvent.FromString(payload)
             by_tenant.setdefault(evt.tenant_id, []).append((row_id, evt))
         shipped: list[int] = []
         rejected: dict[int, str] = {}
-        # The audit service scopes every call by tenant, so ship one batch per tenant.
-        for tenant, items in by_tenant.items():
-            with (
-                correlation.bound(
-                    correlation.Correlation(
-                        request_id=correlation.new_request_id(), tenant_id=tenant
-                    )
-                ),
-                _shipment(self.service, [evt for _, evt in items]),
-            ):
-                try:
-                    await stub.AppendBatch(
-                        audit_pb2.AppendBatchRequest(events=[evt for _, evt in items])
-                    )
-                    shipped += [row_id for row_id, _ in items]
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() not in REFUSED:
-                        raise
-                    # One bad event must not hold back the rest: find it one by one.
-                    for row_id, evt in items:
-                        try:
-                            await stub.Append(audit_pb2.AppendRequest(event=evt))
-                            shipped.append(row_id)
-                        except grpc.aio.AioRpcError as one:
-                            if one.code() not in REFUSED:
-                                raise
-                            rejected[row_id] = (one.details() or one.code().name)[:500]
-                            log.error(
-                                "audit refused an event; it is kept in the outbox as rejected",
-                                extra={"event_id": evt.event_id, "reason": rejected[row_id]},
-                            )
-        await self.db.write(lambda c: self._settle(c, shipped, rejected))
+        try:
+            # The audit service scopes every call by tenant, so ship one batch per tenant.
+            for tenant, items in by_tenant.items():
+                if not await self._ship_tenant(stub, tenant, items, ship_until, shipped, rejected):
+                    break
+        finally:
+            # Also when audit failed: what it acknowledged is settled, the rest given back.
+            await timed_write(
+                self.db, "outbox_settle", lambda c: self._settle(c, shipped, rejected)
+            )
+            OUTBOX_SHIPPED.labels(self.service, "shipped").inc(len(shipped))
+            OUTBOX_SHIPPED.labels(self.service, "rejected").inc(len(rejected))
         return len(shipped) + len(rejected)
 
+    async def _ship_tenant(
+        self,
+        stub: AuditServiceAsyncStub,
+        tenant: str,
+        items: list[tuple[int, audit_pb2.AuditEvent]],
+        ship_until: float,
+        shipped: list[int],
+        rejected: dict[int, str],
+    ) -> bool:
+        """Ships one tenant's events; False when the lease runs short (the caller stops)."""
+
+        def budget() -> float | None:
+            left = ship_until - time.monotonic()
+            return left if left >= MIN_CALL_SECONDS else None
+
+        left = budget()
+        if left is None:
+            return False
+        with (
+            correlation.bound(
+                correlation.Correlation(request_id=correlation.new_request_id(), tenant_id=tenant)
+            ),
+            _shipment(self.service, [evt for _, evt in items]),
+            # Each call's deadline ends within the lease (capped by the audit timeout too).
+            deadlines.bound(left),
+        ):
+            try:
+                await stub.AppendBatch(audit_pb2.AppendBatchRequest(events=[e for _, e in items]))
+                shipped += [row_id for row_id, _ in items]
+                return True
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in REFUSED:
+                    raise
+            # One bad event must not hold back the rest: find it one by one.
+            for row_id, evt in items:
+                left = budget()
+                if left is None:
+                    return False
+                try:
+                    with deadlines.bound(left):
+                        await stub.Append(audit_pb2.AppendRequest(event=evt))
+                    shipped.append(row_id)
+                except grpc.aio.AioRpcError as one:
+                    if one.code() not in REFUSED:
+                        raise
+                    rejected[row_id] = (one.details() or one.code().name)[:500]
+                    log.error(
+                        "audit refused an event; it is kept in the outbox as rejected",
+                        extra={"event_id": evt.event_id, "reason": rejected[row_id]},
+                    )
+        return True
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def _claimable(self, conn: Connection, now: datetime) -> sa.ColumnElement[bool] | None:
+        """Which pending rows this shipper may claim now: unclaimed, expired or its own, and
+        of no tenant another shipper holds rows of (that tenant's events would otherwise
+        reach audit out of order). A row of unknown tenant (written before the claim
+        columns existed) counts as every tenant's. None: nothing may be claimed."""
+        t = self.table.c
+        held = conn.execute(
+            sa.select(t.tenant_id)
+            .distinct()
+            .where(
+                t.claimed_until >= now,
+                t.claimed_by != self.shipper_id,
+                self._pending,
+            )
+        ).all()
+        tenants = {tenant for (tenant,) in held}
+        if None in tenants:
+            return None
+        free = sa.or_(
+            t.claimed_until.is_(None), t.claimed_until < now, t.claimed_by == self.shipper_id
+        )
+        if not tenants:
+            return free
+        return sa.and_(free, t.tenant_id.is_not(None), t.tenant_id.not_in(tenants))
+
+    def _poll(self, conn: Connection) -> tuple[int, int]:
+        """(pending events, those this shipper could claim now): reads only, so an idle or
+        blocked shipper never takes the write lock."""
+        pending = self._count(conn)
+        claimable = self._claimable(conn, utcnow())
+        if not pending or claimable is None:
+            return pending, 0
+        # Whether any, not how many: stop at the first.
+        first = conn.execute(
+            sa.select(self.table.c.id).where(self._pending, claimable).limit(1)
+        ).first()
+        return pending, int(first is not None)
+
+    async def _claim(self) -> list[tuple[int, bytes]]:
+        """This shipper's next batch, oldest first; retried briefly while another replica's
+        claim holds the lock."""
+        deadline = time.monotonic() + CLAIM_RETRY_SECONDS
+        pause = 0.005
+        while True:
+            rows = await timed_write(self.db, "outbox_claim", self._claim_rows)
+            if rows is not None:
+                # Counted here, once committed: group commit may run a write op twice.
+                taken_over = sum(1 for *_, held in rows if held not in (None, self.shipper_id))
+                if taken_over:
+                    OUTBOX_TAKEOVERS.labels(self.service).inc(taken_over)
+                    log.warning(
+                        "outbox rows taken over from an expired claim",
+                        extra={"rows": taken_over, "shipper": self.shipper_id},
+                    )
+                return [(row_id, payload) for row_id, payload, _ in rows]
+            if time.monotonic() >= deadline:
+                return []
+            # Jitter, so two replicas do not keep colliding.
+            await asyncio.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.05)
+
+    def _claim_rows(self, conn: Connection) -> list[tuple[int, bytes, str | None]] | None:
+        """Inside a write op: claims up to `ship_batch` rows (id, payload, previous holder);
+        None when another replica is claiming at this moment (PostgreSQL; on SQLite the
+        writer lock serialises claims)."""
+        if conn.dialect.name == "postgresql":
+            taken = conn.execute(
+                sa.text("SELECT pg_try_advisory_xact_lock(:ns, hashtext(:key))"),
+                {"ns": LOCK_NAMESPACE, "key": table_name(self.service)},
+            ).scalar()
+            if not taken:
+                return None
+        now = utcnow()
+        claimable = self._claimable(conn, now)
+        if claimable is None:
+            return []
+        t = self.table
+        rows = conn.execute(
+            sa.select(t.c.id, t.c.payload, t.c.claimed_by)
+            .where(self._pending, claimable)
+            .order_by(t.c.id)
+            .limit(self.ship_batch)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not rows:
+            return []
+        conn.execute(
+            sa.update(t)
+            .where(t.c.id.in_([r.id for r in rows]))
+            .values(
+                claimed_by=self.shipper_id,
+                claimed_until=now + timedelta(seconds=self.lease_seconds),
+            )
+        )
+        return [(int(r.id), bytes(r.payload), r.claimed_by) for r in rows]
+
     def _settle(self, conn: Connection, shipped: list[int], rejected: dict[int, str]) -> None:
+        t = self.table
         if shipped:
-            conn.execute(sa.delete(self.table).where(self.table.c.id.in_(shipped)))
-        now = datetime.now(UTC)
+            conn.execute(sa.delete(t).where(t.c.id.in_(shipped)))
+        now = utcnow()
         for row_id, reason in rejected.items():
             conn.execute(
-                sa.update(self.table)
-                .where(self.table.c.id == row_id)
-                .values(rejected_at=now, reject_reason=reason)
+                sa.update(t)
+                .where(t.c.id == row_id)
+                .values(rejected_at=now, reject_reason=reason, claimed_by=None, claimed_until=None)
             )
+        # What the shipment did not get to goes back for anyone to take.
+        self._release(conn)
+
+    def _release(self, conn: Connection) -> None:
+        """Gives back every row this shipper holds."""
+        t = self.table
+        conn.execute(
+            sa.update(t)
+            .where(t.c.claimed_by == self.shipper_id)
+            .values(claimed_by=None, claimed_until=None)
+        )
 
 
 def _shipment(

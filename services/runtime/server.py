@@ -12,9 +12,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from services.runtime import eventloop
 from services.runtime.config import Settings, get_settings
 from services.runtime.identity import CallerIdentifier, server_credentials
 from services.runtime.interceptors import ServerInterceptor
+from services.runtime.metrics import start_metrics_server
 from services.runtime.production import UnsafeConfiguration
 from services.runtime.telemetry import setup_telemetry, shutdown_telemetry
 
@@ -70,6 +72,7 @@ async def serve(app: ServiceApp, settings: Settings | None = None) -> None:
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    metrics_server = start_metrics_server(settings, app)
     await app.start(server)
     addr = settings.service_addr(app.name)
     credentials = server_credentials(settings, app.name)
@@ -98,13 +101,15 @@ async def serve(app: ServiceApp, settings: Settings | None = None) -> None:
     # New calls are refused at once; in-flight calls get the grace period to finish.
     await server.stop(settings.shutdown_grace_seconds)
     await app.stop()
+    if metrics_server is not None:
+        metrics_server.close()
     log.info("stopped")
     shutdown_telemetry()
 
 
 def run(app: ServiceApp) -> None:
     try:
-        asyncio.run(serve(app))
+        eventloop.run(serve(app))
     except UnsafeConfiguration as exc:
         # Refused before logging is set up: the reasons go to stderr, and the exit fails.
         sys.exit(f"gate4: {exc}")

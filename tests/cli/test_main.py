@@ -1,14 +1,32 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from cli import main as cli_main
-from cli.errors import EXIT_CODES, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError
+from cli.apicommand import exit_code_for
+from cli.errors import (
+    CLI_CODES,
+    EXIT_CODES,
+    EXIT_CONFLICT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_RISK_REJECTED,
+    EXIT_USAGE,
+    CliError,
+)
+from services.runtime import errors, outcomes
+
+ROOT = Path(__file__).resolve().parents[2]
+LANE_PAGE = ROOT / "docs" / "portal" / "platform" / "gate4-openclaw-client-lane.md"
+CODE_RE = re.compile(r"\b[A-Z][A-Z0-9_]{3,}\b")
+STATUS_RE = re.compile(r"\b([45]\d\d)\b")
 
 
 def test_help_lists_groups_and_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
@@ -20,8 +38,56 @@ def test_help_lists_groups_and_every_exit_code(capsys: pytest.CaptureFixture[str
         assert f"{code:<4} {meaning}" in out
 
 
+def _documented_exits() -> dict[int, str]:
+    """The exit-code table of the client-lane page: exit code -> meaning."""
+    rows = LANE_PAGE.read_text().split("**Exit codes**", 1)[1].split("\n\n", 2)[1]
+    table = [line.strip("|").split("|") for line in rows.splitlines()[2:]]
+    return {int(cells[0]): cells[1].strip() for cells in table}
+
+
+def _label(meaning: str) -> str:
+    """What an exit code is called: its meaning up to the first colon, parenthesis or "by"."""
+    return re.split(r":| \(| by ", meaning, maxsplit=1)[0]
+
+
+def _misdocumented(exit_code: int, meaning: str) -> list[str]:
+    """What `meaning` claims of exit_code that the CLI's mapping (cli/apicommand.py) of the
+    API's errors (services/runtime/errors.py) does not do."""
+    wrong = []
+    for code in CODE_RE.findall(meaning):
+        if code in CLI_CODES or code in outcomes.ALL:
+            continue  # the CLI's own codes, and the outcomes a refusal names
+        error = errors.error_class(code)
+        if error is None:
+            wrong.append(f"{exit_code}: {code} is no error code of services/runtime/errors.py")
+        elif exit_code_for(error.http_status, code) != exit_code:
+            wrong.append(f"{exit_code}: {code} ({error.http_status}) exits otherwise")
+    for status in map(int, STATUS_RE.findall(meaning)):
+        # A 422 exits after its code (named next to it), any other status after itself.
+        if status != 422 and exit_code_for(status, "") != exit_code:
+            wrong.append(f"{exit_code}: status {status} exits otherwise")
+    return wrong
+
+
 def test_documented_codes() -> None:
-    assert (EXIT_OK, EXIT_FAILURE, EXIT_USAGE) == (0, 1, 2)
+    """The exit codes `gate4 --help` prints (EXIT_CODES) and the client-lane page's table
+    are the same codes with the same meanings, and every API error code and status either
+    names maps to that exit code through the CLI's status mapping and the error hierarchy."""
+    documented = _documented_exits()
+    assert sorted(documented) == sorted(EXIT_CODES)
+    assert {e: _label(m) for e, m in documented.items()} == {
+        e: _label(m) for e, m in EXIT_CODES.items()
+    }
+    wrong = [
+        problem
+        for source in (EXIT_CODES, documented)
+        for exit_code, meaning in source.items()
+        for problem in _misdocumented(exit_code, meaning)
+    ]
+    assert wrong == []
+    # A 422 exits after its code: a reused key is a conflict, not a risk rejection.
+    assert exit_code_for(422, errors.IdempotencyKeyReused.code) == EXIT_CONFLICT
+    assert exit_code_for(422, errors.RiskLimitBreached.code) == EXIT_RISK_REJECTED
 
 
 @pytest.mark.parametrize("argv", [[], ["dev"], ["nope"], ["dev", "nope"]])

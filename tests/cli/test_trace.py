@@ -9,9 +9,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.execution.client import Trader
 from tests.risk.rig import policy_doc
 from tests.support.stack import LiveStack, wait_for
+from tests.support.trader import Trader
 
 
 def _gate4(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,7 @@
 """Fixtures shared by the contract tests.
 
 `execution_stack` is one real platform (audit, risk, execution, gateway) for the whole
-session, with the fast leases, retries and venue faults of tests/execution/support.py; the
+session, with the fast leases, retries and venue faults of tests/support/execution_stack.py; the
 execution and risk contract tests share it, each test with its own tenant. `risk_rig` calls
 its risk service at the RPC level. `POLICY` is the agreed `risk-policy.v1` test document;
 `TRADING_POLICY` is the same with a price collar wide enough for the resting limit orders
@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.execution.support import ExecutionStack, start_execution_stack
 from tests.risk.rig import RiskRig
+from tests.support.execution_stack import ExecutionStack, start_execution_stack
 from tests.support.stack import wait_for
 
 POLICY: dict[str, Any] = {

@@ -27,16 +27,16 @@ from tests.contracts.conftest import (
     new_tenant,
     policy,
 )
-from tests.execution.client import Trader, new_key
-from tests.execution.support import (
+from tests.gateway.test_auth import assert_problem
+from tests.support import postgres
+from tests.support.execution_stack import (
     ExecutionStack,
     deployment_request,
     execution_process,
     metadata,
     stub_for,
 )
-from tests.gateway.test_auth import assert_problem
-from tests.support import postgres
+from tests.support.trader import Trader, new_key
 
 REPLAYED = "idempotent-replayed"
 

@@ -24,10 +24,10 @@ from tests.contracts.conftest import (
     new_tenant,
     policy,
 )
-from tests.execution.client import Trader, new_key
-from tests.execution.support import ExecutionStack, metadata
 from tests.gateway.test_auth import assert_problem
+from tests.support.execution_stack import ExecutionStack, metadata
 from tests.support.stack import LiveStack, wait_for
+from tests.support.trader import Trader, new_key
 
 
 @pytest.fixture

@@ -84,6 +84,9 @@ class FakeRisk:
     ) -> KillSwitchView | None:
         return KillSwitchView()
 
+    def switches_changed(self) -> None:
+        pass
+
 
 @dataclass
 class FakeVenue:

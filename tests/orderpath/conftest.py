@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.execution.client import Trader, new_key
 from tests.risk.rig import policy_doc
 from tests.support import postgres
 from tests.support.replicas import DatabaseStack, ReplicaStack, replica_stack
 from tests.support.stack import start_stack, wait_for
+from tests.support.trader import Trader, new_key
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"

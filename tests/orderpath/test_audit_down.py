@@ -25,7 +25,6 @@ import pytest
 import sqlalchemy as sa
 
 from services.runtime.storage.database import normalise_url
-from tests.execution.client import Trader, new_key
 from tests.gateway.test_auth import assert_problem
 from tests.orderpath.conftest import (
     BACKENDS,
@@ -41,6 +40,7 @@ from tests.orderpath.conftest import (
 )
 from tests.support.replicas import DatabaseStack
 from tests.support.stack import wait_for
+from tests.support.trader import Trader, new_key
 
 BOUND = 4
 RESERVE = 100

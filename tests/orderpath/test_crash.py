@@ -36,8 +36,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.execution.client import Trader, new_key
-from tests.execution.support import FAST_ENV
 from tests.orderpath.conftest import (
     BACKENDS,
     all_orders,
@@ -52,8 +50,10 @@ from tests.orderpath.conftest import (
     signed_fills,
     trading,
 )
+from tests.support.execution_stack import FAST_ENV
 from tests.support.replicas import DatabaseStack
 from tests.support.stack import wait_for
+from tests.support.trader import Trader, new_key
 
 KEYS = 40
 WORKERS = 8

@@ -15,7 +15,6 @@ import re
 import uuid
 from typing import Any
 
-from tests.execution.client import Trader
 from tests.orderpath.conftest import (
     all_orders,
     audit_events,
@@ -29,6 +28,7 @@ from tests.orderpath.conftest import (
 )
 from tests.support.replicas import DatabaseStack
 from tests.support.stack import wait_for
+from tests.support.trader import Trader
 
 CONFIRMATIONS = 3
 

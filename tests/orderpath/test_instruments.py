@@ -7,7 +7,6 @@ and nothing reaches the venue.
 
 from __future__ import annotations
 
-from tests.execution.client import new_key
 from tests.gateway.test_auth import assert_problem
 from tests.orderpath.conftest import (
     all_orders,
@@ -20,6 +19,7 @@ from tests.orderpath.conftest import (
     trading,
 )
 from tests.support.replicas import DatabaseStack
+from tests.support.trader import new_key
 
 
 def test_an_order_outside_the_deployments_instruments_is_refused(platform: DatabaseStack) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from tests.execution.client import Trader
 from tests.orderpath.conftest import (
     all_orders,
     assert_no_server_errors,
@@ -25,6 +24,7 @@ from tests.orderpath.conftest import (
     trading,
 )
 from tests.support.replicas import DatabaseStack
+from tests.support.trader import Trader
 
 ORDERS = 20
 MARK = "100"

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from tests.execution.client import Trader, new_key
 from tests.gateway.test_auth import assert_problem
 from tests.orderpath.conftest import (
     BACKENDS,
@@ -39,6 +38,7 @@ from tests.orderpath.conftest import (
 from tests.support.faults import paused
 from tests.support.replicas import DatabaseStack
 from tests.support.stack import wait_for
+from tests.support.trader import Trader, new_key
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,6 +1,6 @@
 """The real risk service, from RPC-level tests, on the shared platform of the contract tests.
 
-`RiskRig` calls the risk process of a running `ExecutionStack` (tests/execution/support.py)
+`RiskRig` calls the risk process of a running `ExecutionStack` (tests/support/execution_stack.py)
 the way an internal caller does (service token and tenant, tests/support/rpc.py), reads the
 audit service directly, and reaches the real execution service through the gateway: when a
 switch engages, risk's `EnforceKillSwitch` goes to the real execution process, so a test
@@ -24,10 +24,10 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
 from services.runtime.correlation import MD_USER_ID
-from tests.execution.client import Trader, new_key
-from tests.execution.support import ExecutionStack
 from tests.support import rpc
+from tests.support.execution_stack import ExecutionStack
 from tests.support.stack import wait_for
+from tests.support.trader import Trader, new_key
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_POLICY: dict[str, Any] = json.loads((ROOT / "cli" / "demo-risk-policy.json").read_text())

@@ -17,7 +17,7 @@ def test_risk_migrations_upgrade_downgrade_and_upgrade_again(database_url: str) 
     db = Database(database_url, name="risk")
     try:
         migrate(db, RiskService.migrations, "risk")
-        assert current_revision(db, "risk") == "risk0003"
+        assert current_revision(db, "risk") == "risk0004"
 
         def tables(conn: sa.Connection) -> set[str]:
             return set(sa.inspect(conn).get_table_names())
@@ -34,7 +34,7 @@ def test_risk_migrations_upgrade_downgrade_and_upgrade_again(database_url: str) 
         assert current_revision(db, "risk") == "risk0001"
         assert "risk_equity" not in db.read_sync(tables)
         migrate(db, RiskService.migrations, "risk")
-        assert current_revision(db, "risk") == "risk0003"
+        assert current_revision(db, "risk") == "risk0004"
     finally:
         db.close()
 

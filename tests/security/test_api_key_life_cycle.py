@@ -13,8 +13,9 @@ from services.runtime.auth import ROLES, api_key_id
 from tests.clients.live import CliResult, run_gate4_process
 from tests.security.conftest import KEY_CACHE_SECONDS, SecurityStack
 
-#: Time for a request and the process start on a busy machine, on top of the cache.
-SLACK_SECONDS = 2.0
+#: Time for requests and the operator's process start on a busy machine, on top of the cache
+#: (generous: the test shows the cache lets go, not how fast a loaded host is).
+SLACK_SECONDS = 10.0
 
 
 def operator(stack: SecurityStack, *argv: str) -> CliResult:

@@ -1,28 +1,25 @@
-"""Two replicas of the platform on one PostgreSQL database, as a busy desk would run it.
+"""The platform scaled out, as `gate4 dev scale-out` runs it, for the replica tests.
 
-`start_replicas` runs two lanes on free loopback ports against ONE database:
+`start_replicas` starts cli.devstack's `ScaleOut`, the very class behind `gate4 dev
+scale-out`: 2 gateways, 2 risk, 2 execution, 1 audit and 1 conversation process, each on a
+free loopback port, all on ONE PostgreSQL database migrated once before they start. Every
+caller balances over every replica of a service (round_robin over GATE4_<NAME>_ADDR's list),
+so a gateway's orders reach both execution replicas, each of which asks both risk replicas.
+The processes share deployments, orders, positions, policies, kill switches, idempotency
+keys and API keys through the database.
 
-    lane 1: gateway-1 -> execution-1 <-> risk-1      audit, conversation (shared)
-    lane 2: gateway-2 -> execution-2 <-> risk-2
+`ReplicaStack` adds what tests need: credentials valid on both gateways, a client per
+gateway, `kill` (SIGKILL, as a crashed host) and `restart` by process name (`audit`,
+`risk-1`, `execution-2`, `gateway-1`, ...). `DatabaseStack` is one platform (a Stack) whose
+credentials are issued in its database; the order-path tests use it on its own too.
 
-Gateway i dials execution i and risk i, execution i dials risk i and risk i dials execution i
-(each process gets its own GATE4_<NAME>_ADDR); both lanes use the one audit and conversation
-process. Every process, the gateways' API-key stores included, has GATE4_DATABASE_URL
-pointing at the same database, so one API key works on both gateways and both lanes share
-deployments, orders, positions, policies and kill switches.
-
-Each lane is a `DatabaseStack` (an ExecutionStack whose credentials are issued in the lane's
-database), so whatever a test does with one platform (headers, clients, restarting execution,
-waiting until the processes reach each other again) works on either lane. Processes are
-named `audit`, `conversation`, `risk-1`, `execution-2`, `gateway-1`, ... for `process`,
-`kill` and `restart`.
-
-`replica_stack` creates the database with tests/support/postgres.py, starts the lanes, and
-always stops every process and drops the database afterwards.
+`replica_stack` creates the database with tests/support/postgres.py, starts the replicas,
+and always stops every process and drops the database afterwards.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,16 +27,14 @@ from pathlib import Path
 
 import httpx
 
-from cli.devstack import GATEWAY, PROCESSES, ManagedProcess, Stack, free_port
+from cli.devstack import ManagedProcess, ScaleOut
 from services.runtime.config import Settings
-from tests.execution.support import ExecutionStack
 from tests.support import postgres
-from tests.support.stack import TEST_ENV
+from tests.support.execution_stack import ExecutionStack
+from tests.support.stack import TEST_ENV, wait_for
 
-#: The processes the first lane runs; the second runs only its own risk, execution, gateway.
-SHARED = ("audit", "conversation")
-PER_LANE = ("risk", "execution", GATEWAY)
-LANES = 2
+#: A tenant with no risk policy: its probes reach risk and execution and change nothing.
+PROBE_TENANT = "probe-replicas"
 
 
 @dataclass
@@ -66,42 +61,43 @@ class DatabaseStack(ExecutionStack):
 
 @dataclass
 class ReplicaStack:
-    """Two lanes of the platform sharing one PostgreSQL database (see the module docstring)."""
+    """A running `ScaleOut` (see the module docstring)."""
 
-    var_dir: Path
-    database_url: str
-    lanes: list[DatabaseStack]
+    scale: ScaleOut
+
+    @property
+    def database_url(self) -> str:
+        return self.scale.database_url
+
+    @property
+    def platform(self) -> DatabaseStack:
+        """The whole set as one platform (gateway-1 its URL): credentials, settings."""
+        return DatabaseStack(self.scale, database_url=self.database_url)
 
     @property
     def urls(self) -> list[str]:
-        """Gateway base URLs, lane 1 first."""
-        return [lane.url for lane in self.lanes]
+        """Gateway base URLs, gateway-1 first."""
+        return self.scale.gateway_urls
 
     def headers(
         self, tenant: str = "acme", user: str = "alice", roles: list[str] | None = None
     ) -> dict[str, str]:
-        """Credentials that work on both gateways (the API key lives in the shared database)."""
-        return self.lanes[0].headers(tenant=tenant, user=user, roles=roles)
+        """Credentials that work on every gateway (the API key lives in the shared database)."""
+        return self.platform.headers(tenant=tenant, user=user, roles=roles)
 
-    def client(self, lane: int, headers: dict[str, str] | None = None) -> httpx.Client:
-        """A client of gateway `lane` (0 or 1)."""
-        return self.lanes[lane].client(headers)
+    def client(self, gateway: int, headers: dict[str, str] | None = None) -> httpx.Client:
+        """A client of gateway `gateway` (0 for gateway-1)."""
+        return httpx.Client(base_url=self.urls[gateway], headers=headers or {}, timeout=10)
 
     def process(self, name: str) -> ManagedProcess:
-        """`audit`, `conversation`, or `<risk|execution|gateway>-<1|2>`."""
-        if name in SHARED:
-            return self.lanes[0].stack.processes[name]
-        kind, _, lane = name.rpartition("-")
-        if kind not in PER_LANE or lane not in {str(i + 1) for i in range(len(self.lanes))}:
-            raise KeyError(f"no process {name!r}; try e.g. execution-1 or gateway-2")
-        return self.lanes[int(lane) - 1].stack.processes[kind]
+        """`audit`, `conversation`, or `<risk|execution|gateway>-<n>`."""
+        if name not in self.scale.processes:
+            known = ", ".join(self.scale.processes)
+            raise KeyError(f"no process {name!r}; the processes are {known}")
+        return self.scale.processes[name]
 
     def processes(self) -> dict[str, ManagedProcess]:
-        named = {name: self.lanes[0].stack.processes[name] for name in SHARED}
-        for index, lane in enumerate(self.lanes, start=1):
-            for kind in PER_LANE:
-                named[f"{kind}-{index}"] = lane.stack.processes[kind]
-        return named
+        return dict(self.scale.processes)
 
     def kill(self, name: str) -> None:
         """SIGKILL: no drain, no cleanup, as a crashed host would leave it."""
@@ -121,69 +117,55 @@ class ReplicaStack:
         proc.wait_ready(timeout)
 
     def wait_reachable(self, timeout: float = 20.0) -> None:
-        """Each gateway reaches its risk and its execution reaches its risk again."""
-        for lane in self.lanes:
-            lane.wait_reachable(timeout)
+        """Every gateway answers a policy read and a refused deployment again, i.e. reaches
+        risk and an execution that reaches risk (the probe tenant has no policy, so nothing
+        is ever created)."""
+        headers = self.headers(tenant=PROBE_TENANT)
+        body = {
+            "strategyId": "probe",
+            "accountId": "acc-probe",
+            "instruments": ["BTC-USD"],
+            "capitalAllocation": "1",
+        }
+
+        def probe() -> bool:
+            for index in range(len(self.urls)):
+                with self.client(index, headers) as client:
+                    policy = client.get("/v1/risk/policy")
+                    created = client.post(
+                        "/v1/deployments",
+                        json=body,
+                        headers={"Idempotency-Key": f"probe-{uuid.uuid4().hex}"},
+                    )
+                if (policy.status_code, created.status_code) != (404, 422):
+                    return False
+            return True
+
+        wait_for(probe, timeout=timeout, interval=0.1)
 
     def stop(self) -> None:
-        """Gateways first, then executions, risks and the shared services; every process is
-        stopped even when stopping another one fails."""
-        for lane in self.lanes:
-            lane.close_channels()
-        order = [GATEWAY, "execution", "risk"]
-        procs = [lane.stack.processes[kind] for kind in order for lane in self.lanes]
-        procs += [self.lanes[0].stack.processes[name] for name in reversed(SHARED)]
-        _stop_all(procs)
-
-
-def _stop_all(procs: list[ManagedProcess]) -> None:
-    errors: list[BaseException] = []
-    for proc in procs:
-        try:
-            proc.stop()
-        except Exception as exc:  # keep stopping the others; report the first failure
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+        """Gateways first, audit last; every process is stopped even when another fails."""
+        self.scale.stop()
 
 
 def start_replicas(
     var_dir: Path, database_url: str, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> ReplicaStack:
-    """Starts both lanes on `database_url`: every service at once, then both gateways."""
-    extra = {**TEST_ENV, **(env or {}), "GATE4_DATABASE_URL": database_url}
-    shared_ports = {name: free_port() for name in SHARED}
-    lanes: list[DatabaseStack] = []
-    for index in range(1, LANES + 1):
-        ports = {name: free_port() for name in PROCESSES}
-        ports.update(shared_ports)
-        names = [*SHARED, *PER_LANE] if index == 1 else list(PER_LANE)
-        stack = Stack(var_dir / f"lane-{index}", ports=ports, env=extra, names=names)
-        lanes.append(DatabaseStack(stack, database_url=database_url))
-    replicas = ReplicaStack(var_dir, database_url, lanes)
+    """Starts `gate4 dev scale-out`'s processes on `database_url` (an existing database)."""
+    scale = ScaleOut(var_dir, database_url, env={**TEST_ENV, **(env or {})})
     try:
-        every = [p for lane in lanes for p in lane.stack.processes.values()]
-        services = [p for p in every if p.name != GATEWAY]
-        gateways = [p for p in every if p.name == GATEWAY]
-        for proc in services:
-            proc.start()
-        for proc in services:
-            proc.wait_ready(timeout)
-        for proc in gateways:
-            proc.start()
-        for proc in gateways:
-            proc.wait_ready(timeout)
+        scale.start(timeout)
     except BaseException:
-        replicas.stop()
+        scale.stop()
         raise
-    return replicas
+    return ReplicaStack(scale)
 
 
 @contextmanager
 def replica_stack(
     var_dir: Path, admin_url: str = postgres.ADMIN_URL, env: dict[str, str] | None = None
 ) -> Iterator[ReplicaStack]:
-    """Both lanes on a fresh database gate4_test_<hex>; stopped and dropped afterwards."""
+    """The replicas on a fresh database gate4_test_<hex>; stopped and dropped afterwards."""
     with postgres.fresh_database(admin_url) as url:
         replicas = start_replicas(var_dir, url, env)
         try:

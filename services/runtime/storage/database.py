@@ -1,9 +1,25 @@
 """Database access with group commit.
 
-Writes are plain functions of a SQLAlchemy `Connection`, queued to one writer thread that
-runs every pending write in a single transaction (each inside its own savepoint, so one
-failing write does not undo its neighbours) and commits once per batch: concurrent
-requests share one fsync instead of paying one each. Reads run on a small thread pool.
+Writes are plain functions of a SQLAlchemy `Connection`, queued to a writer thread that
+runs every pending write in a single transaction and commits once per batch: concurrent
+requests share one commit (one fsync, one round trip) instead of paying one each. Reads
+run on a small thread pool.
+
+A batch runs optimistically, with no savepoint per write: on PostgreSQL a savepoint costs
+two round trips per write, which made group commit slower than a transaction per request.
+If a write raises, the whole transaction is rolled back and the batch replayed with every
+other write in its own savepoint, so one failing write still does not undo its neighbours.
+The failing write is not run again: its caller gets the error of its first run. Because
+its neighbours may run twice, an op must not change anything outside the transaction that
+a second run would count again. (psycopg's pipeline mode would not do: SQLAlchemy reads
+each statement's result as it runs, and a pipelined error surfaces at a later statement,
+so it could not be pinned on the op that caused it.)
+
+On PostgreSQL, `writers` > 1 keeps several batches in flight on their own connections; their
+ops then contend for locks as separate processes' ops do (see services/risk/locks.py).
+SQLite keeps one writer: its write lock is per file. With `trace_sql`, each statement is a
+client span under the span of the request that ran it (OpenTelemetry's SQLAlchemy
+instrumentation), also on the writer thread, which runs each op in its caller's context.
 """
 
 from __future__ import annotations
@@ -21,7 +37,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.instrumentation.sqlalchemy.version import __version__ as _otel_sa_version
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.semconv.metrics import MetricInstruments
 from sqlalchemy.engine import Connection, Engine
+
+from services.runtime.config import get_settings
 
 log = logging.getLogger("gate4.storage")
 
@@ -49,11 +72,53 @@ class _Pending:
     context: contextvars.Context
 
 
+# What a write came to: its result, or the exception its caller gets.
+_Outcome = tuple[Any, Exception | None]
+
+
+class _OpFailed(Exception):
+    """Ends the optimistic run of a batch (rolling it back) when one of its writes raised."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index)
+        self.index = index
+        self.error = error
+
+
 _STOP = object()
 
 
+def trace_statements(engine: Engine, provider: trace.TracerProvider | None = None) -> None:
+    """Makes each statement on engine a client span under the current span.
+
+    SQLAlchemyInstrumentor().instrument() is a process-wide singleton that also patches
+    sa.create_engine and Engine.connect, and returns nothing when called again; the
+    EngineTracer it attaches per engine is all we want, for this engine only.
+    """
+    name = "opentelemetry.instrumentation.sqlalchemy"
+    usage = metrics.get_meter(name, _otel_sa_version).create_up_down_counter(
+        name=MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE,
+        unit="connections",
+        description="Connections of the pool, by state (idle, used).",
+    )
+    tracer = trace.get_tracer(name, _otel_sa_version, provider)
+    EngineTracer(tracer, engine, usage)  # type: ignore[no-untyped-call]  # untyped package
+
+
 class Database:
-    def __init__(self, url: str, *, name: str, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        max_batch: int = 256,
+        writers: int = 1,
+        trace_sql: bool | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        """writers: batches in flight at once, PostgreSQL only (see the module docstring).
+        trace_sql: a span per statement; None takes the process's setting (GATE4_TRACE_SQL).
+        tracer_provider: for those spans; None is the global one."""
         self.url = normalise_url(url)
         self.name = name
         self.max_batch = max_batch
@@ -64,25 +129,39 @@ class Database:
         self.reader_engine = (
             self._make_engine(writer=False) if self.dialect == "sqlite" else self.writer_engine
         )
+        if get_settings().trace_sql if trace_sql is None else trace_sql:
+            for engine in {self.writer_engine, self.reader_engine}:
+                trace_statements(engine, tracer_provider)
+        # SQLite has one write lock per file: a second writer would only wait for it.
+        self.writers = writers if self.dialect == "postgresql" else 1
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._count_lock = threading.Lock()
         self.batches = 0
         self.writes = 0
+        #: Batches rolled back and run again because one of their writes raised.
+        self.replays = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._writer_loop, name=f"{self.name}-writer", daemon=True
-            )
-            self._thread.start()
+        if not self._threads:
+            self._threads = [
+                threading.Thread(
+                    target=self._writer_loop, name=f"{self.name}-writer-{i}", daemon=True
+                )
+                for i in range(self.writers)
+            ]
+            for thread in self._threads:
+                thread.start()
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
+        if self._threads:
+            for _ in self._threads:
+                self._queue.put(_STOP)
+            for thread in self._threads:
+                thread.join()
+            self._threads = []
         self.writer_engine.dispose()
         if self.reader_engine is not self.writer_engine:
             self.reader_engine.dispose()
@@ -90,8 +169,11 @@ class Database:
     # -- access ----------------------------------------------------------------------------
 
     async def write(self, op: WriteOp[T]) -> T:
-        """Runs op inside the next group-committed transaction; returns after the commit."""
-        if self._thread is None:
+        """Runs op inside the next group-committed transaction; returns after the commit.
+
+        op may run more than once (see the module docstring); only its last run commits.
+        """
+        if not self._threads:
             raise RuntimeError(f"database {self.name} is not started")
         future: Future[T] = Future()
         self._queue.put(_Pending(op, future, contextvars.copy_context()))
@@ -112,45 +194,41 @@ class Database:
     # -- internals -------------------------------------------------------------------------
 
     def _writer_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            batch: list[_Pending] = [item]  # type: ignore[list-item]
-            stop_after = False
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop_after = True
-                    break
-                batch.append(nxt)  # type: ignore[arg-type]
-            self._commit(batch)
-            if stop_after:
-                return
+        # Only the ops' own statements are traced, in their callers' contexts (each
+        # _Pending.context): the batch's BEGIN belongs to no single request.
+        with suppress_instrumentation():
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                batch: list[_Pending] = [item]  # type: ignore[list-item]
+                stop_after = False
+                while len(batch) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop_after = True
+                        break
+                    batch.append(nxt)  # type: ignore[arg-type]
+                self._commit(batch)
+                if stop_after:
+                    return
 
     def _commit(self, batch: list[_Pending]) -> None:
-        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
         try:
-            with self.writer_engine.begin() as conn:
-                for pending in batch:
-                    try:
-                        with conn.begin_nested():
-                            result = pending.context.run(pending.op, conn)
-                        outcomes.append((pending, result, None))
-                    except Exception as exc:  # the op's own failure, rolled back to its savepoint
-                        outcomes.append((pending, None, exc))
+            outcomes = self._run_batch(batch)
         except Exception as exc:  # the commit itself failed: nothing in the batch persisted
             log.exception("group commit failed", extra={"database": self.name})
             for pending in batch:
-                if not pending.future.done():
+                with contextlib.suppress(InvalidStateError):
                     pending.future.set_exception(exc)
             return
-        self.batches += 1
-        self.writes += len(batch)
-        for pending, result, error in outcomes:
+        with self._count_lock:
+            self.batches += 1
+            self.writes += len(batch)
+        for pending, (result, error) in zip(batch, outcomes, strict=True):
             # A caller that went away (its task cancelled, e.g. the RPC's client disconnected)
             # cancelled its future: the write committed all the same and nobody awaits the
             # result. Setting it would raise InvalidStateError and kill the writer thread.
@@ -159,6 +237,40 @@ class Database:
                     pending.future.set_exception(error)
                 else:
                     pending.future.set_result(result)
+
+    def _run_batch(self, batch: list[_Pending]) -> list[_Outcome]:
+        """Runs and commits batch; raises only when the transaction itself fails."""
+        try:
+            with self.writer_engine.begin() as conn:
+                results = [self._run_plain(i, pending, conn) for i, pending in enumerate(batch)]
+            return [(result, None) for result in results]
+        except _OpFailed as failed:
+            first = failed  # rolled back: run the batch again with each write isolated
+        with self._count_lock:
+            self.replays += 1
+        outcomes: list[_Outcome] = []
+        with self.writer_engine.begin() as conn:
+            for i, pending in enumerate(batch):
+                if i == first.index:
+                    outcomes.append((None, first.error))
+                else:
+                    outcomes.append(pending.context.run(self._run_isolated, pending.op, conn))
+        return outcomes
+
+    @staticmethod
+    def _run_plain(index: int, pending: _Pending, conn: Connection) -> Any:
+        try:
+            return pending.context.run(pending.op, conn)
+        except Exception as exc:
+            raise _OpFailed(index, exc) from exc
+
+    @staticmethod
+    def _run_isolated(op: Callable[[Connection], Any], conn: Connection) -> _Outcome:
+        try:
+            with conn.begin_nested():
+                return op(conn), None
+        except Exception as exc:  # the op's own failure, rolled back to its savepoint
+            return None, exc
 
     def _ensure_sqlite_folder(self) -> None:
         path = self.url.removeprefix("sqlite:///")

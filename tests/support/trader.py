@@ -1,4 +1,4 @@
-"""A trader's view of the Platform API for execution tests: one tenant, plain HTTP calls.
+"""A trader's view of the Platform API for live-stack tests: one tenant, plain HTTP calls.
 
 The user holds every role, so a test can also put its tenant's risk policy and engage kill
 switches, the way a risk officer would.

@@ -1,0 +1,196 @@
+"""reconcile.py on both backends with an in-memory venue and risk: an order left pending by a
+dead process is settled by its client order id, never by sending it again."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from gate4.execution.v1 import execution_pb2
+from services.execution import idempotency, orders, reconcile, store
+from services.execution.idempotency import ROUTE_SUBMIT
+from services.execution.venue import ExecutionReport
+from services.runtime import errors, outcomes
+from services.runtime.storage import Database
+from tests.execution.fakes import TENANT, Rig, acting, make_rig
+from tests.execution.rows import T0, deploy, filled, order, pending
+
+#: A lease that has not lapsed while the test runs (the module reads the real clock).
+LIVE = T0 + timedelta(days=3650)
+KEY = "key-reconcile-1"
+
+
+@pytest.fixture
+def rig(db: Database) -> Rig:
+    return make_rig(db)
+
+
+def settle(rig: Rig, order_id: str, claim: idempotency.Claim | None = None) -> execution_pb2.Order:
+    row = rig.db.read_sync(lambda c: store.order_row(c, TENANT, order_id))
+    assert row is not None
+
+    async def run() -> execution_pb2.Order:
+        with acting():
+            return await reconcile.settle_order(
+                rig.flows.uow, rig.flows.venue, rig.flows.equity, row, claim
+            )
+
+    return asyncio.run(run())
+
+
+def run_once(rig: Rig) -> int:
+    return asyncio.run(reconcile.run_once(rig.flows))
+
+
+def claim_key(rig: Rig, order_id: str) -> idempotency.Claim | idempotency.Stored:
+    """The client's retry of the keyed submit that created `order_id`."""
+    with acting():
+        return rig.db.write_sync(
+            lambda c: idempotency.claim(
+                c,
+                tenant_id=TENANT,
+                route=ROUTE_SUBMIT,
+                key=KEY,
+                digest="digest-of-the-submit",
+                resource_id=order_id,
+                now=T0,
+                lease_seconds=1,
+                ttl_seconds=86400 * 36500,
+            )
+        )
+
+
+def reconciled(rig: Rig) -> list[str]:
+    return [e.outcome for e in rig.events() if e.type == "order.reconciled"]
+
+
+def test_an_order_found_at_the_venue_is_adopted_and_its_key_completed(rig: Rig) -> None:
+    """FOUND_AT_VENUE: the venue's fills and state are adopted, nothing is resubmitted,
+    risk hears the settlement, and the client's retry with the key replays the order."""
+    dep = deploy(rig.db)
+    order_id = pending(rig.db, dep, quantity="2", key=KEY)
+    first = claim_key(rig, order_id)  # the dead attempt's claim, leased until T0 + 1 s
+    assert isinstance(first, idempotency.Claim)
+    rig.venue.orders[order_id] = filled(order_id, "2")
+
+    settled = settle(rig, order_id)
+    assert (settled.status, settled.filled_quantity) == ("filled", "2")
+    assert rig.venue.submitted == []
+    assert rig.db.read_sync(lambda c: store.get_position(c, dep, "BTC-USD")).quantity == 2
+    assert reconciled(rig) == [reconcile.FOUND_AT_VENUE]
+    assert rig.data("order.filled")[0]["reconciled"] is True
+    assert [(s.order_id, s.closed) for s in rig.risk.settlements] == [(order_id, True)]
+    assert [r.deployment_id for r in rig.risk.equity] == [dep]
+
+    replay = claim_key(rig, "ord_of_the_retry")
+    assert isinstance(replay, idempotency.Stored)
+    assert execution_pb2.Order.FromString(replay.response or b"") == settled
+
+
+def test_a_retry_that_resumed_the_key_settles_its_order_from_the_venue(rig: Rig) -> None:
+    """The keyed retry that took a lapsed key over settles the order first (found at the
+    venue: adopted) and completes the key as its owner; a later retry replays that."""
+    dep = deploy(rig.db)
+    order_id = pending(rig.db, dep, key=KEY)
+    assert isinstance(claim_key(rig, order_id), idempotency.Claim)
+    with acting():
+        resumed = rig.db.write_sync(
+            lambda c: idempotency.claim(
+                c,
+                tenant_id=TENANT,
+                route=ROUTE_SUBMIT,
+                key=KEY,
+                digest="digest-of-the-submit",
+                resource_id="ord_of_the_retry",
+                now=T0 + timedelta(seconds=2),  # after the first lease lapsed
+                lease_seconds=30,
+                ttl_seconds=86400 * 36500,
+            )
+        )
+    assert isinstance(resumed, idempotency.Claim)
+    assert resumed.resumed and resumed.resource_id == order_id
+    rig.venue.orders[order_id] = filled(order_id, "1")
+
+    settled = settle(rig, order_id, resumed)
+    assert settled.status == "filled" and rig.venue.submitted == []
+    replay = claim_key(rig, "ord_of_another_retry")
+    assert isinstance(replay, idempotency.Stored)
+    assert execution_pb2.Order.FromString(replay.response or b"") == settled
+
+
+def test_an_order_not_at_the_venue_is_rejected_and_not_resent(rig: Rig) -> None:
+    """NOT_AT_VENUE: rejected with VENUE_NOT_RECEIVED; the venue is asked, never sent to."""
+    dep = deploy(rig.db)
+    order_id = pending(rig.db, dep)
+    rejected = settle(rig, order_id)
+    assert (rejected.status, rejected.outcome) == ("rejected", outcomes.VENUE_NOT_RECEIVED)
+    assert rig.venue.submitted == []
+    assert reconciled(rig) == [reconcile.NOT_AT_VENUE]
+    assert rig.db.read_sync(lambda c: store.get_position(c, dep, "BTC-USD")).quantity == 0
+
+
+def test_an_order_whose_lease_is_live_is_left_to_its_sender(rig: Rig) -> None:
+    """A pending order still leased is being sent: settling it is refused as in progress."""
+    dep = deploy(rig.db)
+    order_id = pending(rig.db, dep, lease_until=LIVE)
+    rig.venue.orders[order_id] = filled(order_id, "1")
+    with pytest.raises(errors.IdempotencyInProgress):
+        settle(rig, order_id)
+    assert order(rig.db, order_id).status == "accepted"
+    assert rig.events() == []
+
+
+def test_an_order_settled_meanwhile_is_left_as_it_is(rig: Rig) -> None:
+    """A row read as pending but confirmed by the time the write runs is not touched."""
+    dep = deploy(rig.db)
+    order_id = pending(rig.db, dep)
+    stale = rig.db.read_sync(lambda c: store.order_row(c, TENANT, order_id))
+    assert stale is not None
+    rig.venue.orders[order_id] = ExecutionReport(order_id, "open")
+    settle(rig, order_id)  # confirmed as resting
+    events = rig.types()
+
+    async def run() -> execution_pb2.Order:
+        with acting():
+            return await reconcile.settle_order(
+                rig.flows.uow, rig.flows.venue, rig.flows.equity, stale
+            )
+
+    rig.venue.orders[order_id] = filled(order_id, "1")
+    again = asyncio.run(run())
+    assert again.status == "accepted" and rig.types() == events
+
+
+def test_run_once_settles_only_lapsed_leases(rig: Rig) -> None:
+    """One pass settles the pending orders whose lease lapsed and leaves live ones."""
+    dep = deploy(rig.db)
+    lapsed = pending(rig.db, dep)
+    found = pending(rig.db, dep)
+    live = pending(rig.db, dep, lease_until=LIVE)
+    rig.venue.orders[found] = filled(found, "1")
+    rig.venue.orders[live] = filled(live, "1")
+
+    assert run_once(rig) == 2
+    assert order(rig.db, lapsed).status == "rejected"
+    assert order(rig.db, found).status == "filled"
+    still = rig.db.read_sync(lambda c: store.order_row(c, TENANT, live))
+    assert still is not None and still["venue_state"] == orders.PENDING
+    assert sorted(reconciled(rig)) == sorted([reconcile.FOUND_AT_VENUE, reconcile.NOT_AT_VENUE])
+    assert run_once(rig) == 0  # nothing left to do
+    assert rig.venue.submitted == []
+
+
+def test_run_once_adopts_fills_of_an_open_order_that_were_never_recorded(rig: Rig) -> None:
+    """An open confirmed order the venue filled meanwhile is brought up to the venue."""
+    dep = deploy(rig.db)
+    order_id = pending(rig.db, dep, type_="limit")
+    rig.venue.orders[order_id] = ExecutionReport(order_id, "open")
+    settle(rig, order_id)
+    assert run_once(rig) == 0  # the venue reports nothing new
+
+    rig.venue.orders[order_id] = filled(order_id, "1")
+    assert run_once(rig) == 1
+    assert order(rig.db, order_id).status == "filled"
+    assert rig.data("order.filled")[0]["reconciled"] is True
