@@ -9,6 +9,7 @@ run the same topology from it.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -34,10 +35,46 @@ GATEWAY = "gateway"
 PROCESSES = (*SERVICES, GATEWAY)
 
 
+#: Where free_port looks when the kernel's ephemeral range is known: below it.
+_PORTS_FROM = 10_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int] | None:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(low), int(high)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, not handed out before by this process.
+
+    Chosen below the kernel's ephemeral range where it is known: a port from that range can
+    become the source port of any outgoing connection (a database, a gRPC channel) between
+    now and the moment the process it is for binds it."""
+    ephemeral = _ephemeral_range()
+    if ephemeral is not None and ephemeral[0] > _PORTS_FROM + 1_000:
+        for _ in range(200):
+            port = random.randrange(_PORTS_FROM, ephemeral[0])
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 def stack_env(
