@@ -133,10 +133,32 @@ def claim(
     )
     if row["owner"] == owner:
         return Claim(route, key, owner, resource_id)
-    if row["status"] == COMPLETED and as_utc(row["expires_at"]) <= now:
+    standing = _standing(row, digest, now)
+    if isinstance(standing, Stored):
+        return standing
+    if standing == EXPIRED:
         # Expired but not purged yet: the key is free again.
         conn.execute(sa.update(keys).where(_where(tenant_id, route, key)).values(**fresh))
         return Claim(route, key, owner, resource_id)
+    # The attempt holding the key stopped (crashed) without finishing: take it over.
+    conn.execute(
+        sa.update(keys)
+        .where(_where(tenant_id, route, key))
+        .values(owner=owner, lease_until=lease_until)
+    )
+    return Claim(route, key, owner, str(row["resource_id"]), resumed=True)
+
+
+#: What `_standing` says of a record the key can be taken from.
+EXPIRED = "expired"
+LAPSED = "lapsed"
+
+
+def _standing(row: sa.RowMapping, digest: str, now: datetime) -> Stored | str:
+    """What a key's existing record answers a new attempt: its stored result, 422 (another
+    request) or 409 (still running); EXPIRED or LAPSED when the key may be taken."""
+    if row["status"] == COMPLETED and as_utc(row["expires_at"]) <= now:
+        return EXPIRED
     if row["request_digest"] != digest:
         raise errors.IdempotencyKeyReused(
             "this Idempotency-Key was first used with a different request; use a new key for "
@@ -146,13 +168,7 @@ def claim(
         return _stored(row)
     if as_utc(row["lease_until"]) > now:
         raise _busy()
-    # The attempt holding the key stopped (crashed) without finishing: take it over.
-    conn.execute(
-        sa.update(keys)
-        .where(_where(tenant_id, route, key))
-        .values(owner=owner, lease_until=lease_until)
-    )
-    return Claim(route, key, owner, str(row["resource_id"]), resumed=True)
+    return LAPSED
 
 
 def lookup(
@@ -182,19 +198,8 @@ def lookup(
             lease_seconds=lease_seconds,
             ttl_seconds=ttl_seconds,
         )
-    m = row._mapping
-    if m["status"] == COMPLETED and as_utc(m["expires_at"]) <= now:
-        return None
-    if m["request_digest"] != digest:
-        raise errors.IdempotencyKeyReused(
-            "this Idempotency-Key was first used with a different request; use a new key for "
-            "a new command"
-        )
-    if m["status"] == COMPLETED:
-        return _stored(m)
-    if as_utc(m["lease_until"]) > now:
-        raise _busy()
-    return None
+    standing = _standing(row._mapping, digest, now)
+    return standing if isinstance(standing, Stored) else None
 
 
 def _stored(row: sa.RowMapping) -> Stored:
