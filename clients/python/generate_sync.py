@@ -1,4 +1,4 @@
-"""Generates the synchronous client, gate4_client/client.py, from the asyncio one, aio.py.
+"""Generates the synchronous client, gate4_client/generated/client.py, from the asyncio one, aio.py.
 
 unasync drops `async`/`await` and renames tokens (its own list plus REPLACEMENTS); the module
 docstring is swapped for the synchronous one and ruff sorts and formats the result. Run it
@@ -19,7 +19,7 @@ import unasync  # type: ignore[import-untyped]
 
 PACKAGE = Path(__file__).resolve().parent / "gate4_client"
 SOURCE = PACKAGE / "aio.py"
-TARGET = PACKAGE / "client.py"
+TARGET = PACKAGE / "generated" / "client.py"
 REPO_ROOT = PACKAGE.parents[2]
 COMMAND = "uv run --frozen python clients/python/generate_sync.py"
 

@@ -1,4 +1,5 @@
-"""gate4_client/client.py is exactly what clients/python/generate_sync.py makes of aio.py."""
+"""gate4_client/generated/client.py is exactly what clients/python/generate_sync.py makes of
+aio.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "clients" / "python" / "gate4_client" / "client.py"
+COMMITTED = ROOT / "clients" / "python" / "gate4_client" / "generated" / "client.py"
 
 
 def _load_generator() -> Any:

@@ -31,7 +31,6 @@ from gate4_client._core import (
     same_api_base,
 )
 from gate4_client.aio import AsyncGate4Client
-from gate4_client.client import Gate4Client
 from gate4_client.errors import (
     ApiError,
     AuthenticationError,
@@ -52,6 +51,7 @@ from gate4_client.errors import (
     TransportError,
     UnprocessableError,
 )
+from gate4_client.generated.client import Gate4Client
 
 __all__ = [
     "DEFAULT_API_BASE",
