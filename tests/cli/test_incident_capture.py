@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from cli.incident.handoff import TEMPLATE_FIELDS
+from cli.incident.lanes import RISK_CONTRACTS
 from tests.clients.live import CliResult, RunCli, Tenant, new_tenant, run_cli
 from tests.docs.incidents import engage_without_breach, spans_exported, trip_drawdown
 from tests.support.audit import triggers_dropped
@@ -50,6 +51,19 @@ def bundle(out: Path) -> tuple[str, dict[str, Any], str]:
     )
 
 
+def lane_results(path: Path) -> Path:
+    """What `pytest <the risk lane's files> --junitxml FILE` writes when each file passes."""
+    cases = "".join(
+        f'<testcase classname="tests.contracts.{Path(f).stem}" name="test_holds" time="1.0"/>'
+        for f in RISK_CONTRACTS
+    )
+    path.write_text(
+        '<testsuites><testsuite name="pytest" timestamp="2026-11-30T10:00:00" time="41.5">'
+        f"{cases}</testsuite></testsuites>"
+    )
+    return path
+
+
 def field_value(handoff: str, name: str) -> str:
     match = re.search(rf"^- {re.escape(name)}:(.*)$", handoff, re.M)
     assert match, f"handoff lacks {name}"
@@ -67,14 +81,25 @@ def assert_no_secrets(out: Path, *secrets: str) -> None:
 def test_capture_after_a_kill_switch_trip_is_a_complete_redacted_handoff(
     live_stack: LiveStack, run_cli: RunCli, tmp_path: Path
 ) -> None:
-    """Done when: after a trip, `capture --request-id <id> --lane risk` (running the lane's
-    contract tests) writes a bundle whose handoff can be sent as is."""
+    """Done when: after a trip, `capture --request-id <id> --lane risk` writes a bundle whose
+    handoff can be sent as is. The lane's contract results are attached as the runbook's
+    command writes them (`--junitxml`); running them is tests/cli/test_incident_rules.py's,
+    on a lane of its own, and the runbook test's, on the real lane."""
     tenant = new_tenant(live_stack)
     trip = trip_drawdown(tenant)
     spans_exported(live_stack, trip.blocked_request_id)
     out = tmp_path / "bundle"
+    results = lane_results(tmp_path / "contracts-risk.xml")
     result = capture(
-        run_cli, tenant, out, "--request-id", trip.blocked_request_id, "--lane", "risk"
+        run_cli,
+        tenant,
+        out,
+        "--request-id",
+        trip.blocked_request_id,
+        "--lane",
+        "risk",
+        "--contract-results",
+        str(results),
     )
     assert result.exit_code == EXIT_OK, result.stderr
     manifest = result.json()
@@ -106,8 +131,7 @@ def test_capture_after_a_kill_switch_trip_is_a_complete_redacted_handoff(
     assert trip.deployment_id in handoff and f"tenant_id: {tenant.tenant_id}" in handoff
     assert f"{trip.blocked_request_id}: POST /v1/orders answered 423 KILL_SWITCH_ENGAGED" in handoff
     assert "`.venv/bin/python -m pytest tests/contracts/test_risk_policy_schema.py" in handoff
-    # pytest adds "(h:mm:ss)" to a run over a minute.
-    assert re.search(r"\d+ passed in [\d.]+s (\(\d+:\d\d:\d\d\) )?\(exit 0\)", handoff)
+    assert f"6 passed in 41.50s (exit 0); attached from {results}" in handoff
     assert "`gate4 audit verify`: valid:" in handoff
     assert "Branch: B=yes > C=yes > D" in handoff
 
@@ -124,8 +148,12 @@ def test_capture_after_a_kill_switch_trip_is_a_complete_redacted_handoff(
     assert {s["scope"] for s in engaged} == {"tenant", "account", "deployment"}
     assert all(check["valid"] for check in evidence["breachEvidence"])
     contracts = evidence["contractTests"]
-    assert (contracts["status"], contracts["source"], contracts["exitCode"]) == ("passed", "run", 0)
-    assert "passed" in contracts["output"] and contracts["missingFiles"] == []
+    assert (contracts["status"], contracts["source"], contracts["exitCode"]) == (
+        "passed",
+        "junit",
+        0,
+    )
+    assert contracts["missingFiles"] == [] and len(contracts["perFile"]) == len(RISK_CONTRACTS)
     assert evidence["guardrails"][2]["value"] == "yes"
     assert evidence["triage"]["leaf"] == "D"
 

@@ -5,6 +5,7 @@ results from a JUnit file."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from cli.errors import UsageError
 from cli.incident import contracts, guardrails, severity
 from cli.incident.capture import SecretInBundle, write_bundle
 from cli.incident.escalation import DEFAULT_MATRIX, load_matrix, select
-from cli.incident.lanes import LANES, RISK_CONTRACTS
+from cli.incident.lanes import LANES, RISK_CONTRACTS, Lane
 from cli.incident.platform import RequestTrace, platform_operation
 from cli.incident.redact import Redactor
 from cli.trace import Span
@@ -310,3 +311,52 @@ def test_a_junit_file_from_the_runbooks_command_is_attached(tmp_path: Path) -> N
 
     skipped = contracts.skipped(LANES["risk"], "drill")
     assert (skipped.status, skipped.line) == ("skipped", "not executed: drill")
+
+
+def _tiny_lane(root: Path, **files: str) -> Lane:
+    """A lane whose contract tests are the given files under root/tests/contracts."""
+    folder = root / "tests" / "contracts"
+    folder.mkdir(parents=True)
+    for name, body in files.items():
+        (folder / f"{name}.py").write_text(body)
+    names = (*files, "test_gone")
+    return Lane("tiny", "B", "risk", tuple(f"tests/contracts/{n}.py" for n in names))
+
+
+def test_the_lanes_contract_tests_run_without_the_operators_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKEN", JWT)
+    lane = _tiny_lane(
+        tmp_path,
+        test_ok="import os\n\ndef test_a():\n    assert 'TOKEN' not in os.environ\n",
+        test_more="def test_b():\n    pass\n\ndef test_c():\n    pass\n",
+    )
+    run = contracts.run(lane, root=tmp_path)
+    assert (run.status, run.source, run.exit_code) == ("passed", "run", 0), run.output
+    assert run.files == ["tests/contracts/test_ok.py", "tests/contracts/test_more.py"]
+    assert run.missing == ["tests/contracts/test_gone.py"]
+    assert re.match(r"3 passed in [\d.]+s$", run.summary), run.summary
+    assert run.line.startswith(
+        "3 passed"
+    ) and "(exit 0); missing: tests/contracts/test_gone.py" in (run.line)
+    assert run.command.startswith(".venv/bin/python -m pytest tests/contracts/test_ok.py")
+
+
+def test_a_failing_contract_test_fails_the_run_with_its_output(tmp_path: Path) -> None:
+    lane = _tiny_lane(tmp_path, test_bad="def test_a():\n    assert 1 == 2, 'limits moved'\n")
+    run = contracts.run(lane, root=tmp_path)
+    assert (run.status, run.exit_code) == ("failed", 1)
+    assert run.summary.startswith("1 failed") and "limits moved" in run.output
+
+
+def test_a_contract_run_past_its_timeout_is_reported_as_failed(tmp_path: Path) -> None:
+    lane = _tiny_lane(tmp_path, test_slow="import time\n\ndef test_a():\n    time.sleep(60)\n")
+    run = contracts.run(lane, timeout=2, root=tmp_path)
+    assert (run.status, run.summary) == ("failed", "timed out after 2s")
+
+
+def test_a_lane_without_contract_tests_is_unavailable(tmp_path: Path) -> None:
+    lane = Lane("empty", "B", "risk", ("tests/contracts/test_gone.py",))
+    run = contracts.run(lane, root=tmp_path)
+    assert run.status == "unavailable" and "none of the lane's contract tests exist" in run.reason
