@@ -45,8 +45,9 @@ from bench.report import Comparison, Figures, Section, compare
 from bench.storage import DEFAULT_POSTGRES_URL, postgres_problem, throwaway_database
 from cli.devstack import Stack, free_port
 from gateway.apikeys import ApiKeyStore, open_database
-from services.runtime.auth import ROLES, mint_token
+from services.runtime.auth import mint_token
 from services.runtime.config import Settings
+from services.runtime.roles import PLATFORM as ROLES
 
 Progress = Callable[[str], None]
 

@@ -25,9 +25,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from cli.errors import CliError, UsageError
 from cli.settings import require_dev
 from gateway.apikeys import ApiKeyStore, open_database
-from services.runtime.auth import ROLES, mint_token
+from services.runtime.auth import mint_token
 from services.runtime.config import Settings
 from services.runtime.correlation import TENANT_ID_RE
+from services.runtime.roles import PLATFORM as ROLES
 
 CREDENTIALS_FILE = "dev-credentials.env"
 DEFAULT_TTL_SECONDS = 12 * 3600

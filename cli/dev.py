@@ -54,8 +54,8 @@ from cli.devstack import (
 from cli.envfile import read_env_file
 from cli.errors import EXIT_OK, PROCESS_FAILED, CliError, UsageError
 from cli.settings import http_base, load_settings, require_dev
-from services.runtime.auth import ROLES
 from services.runtime.config import SERVICES, Settings
+from services.runtime.roles import PLATFORM as ROLES
 from services.runtime.storage.database import is_postgres_url
 
 NAME = "dev"

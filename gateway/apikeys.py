@@ -9,7 +9,6 @@ revoked elsewhere is refused within that time; unknown keys are cached for 2 s.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,12 +19,11 @@ from sqlalchemy.engine import Connection
 
 from services.runtime.auth import API_KEY_PREFIX, api_key_digest, api_key_id, new_api_key
 from services.runtime.config import Settings
+from services.runtime.resilience import SYSTEM, Clock
 from services.runtime.storage import Database
 from services.runtime.storage.migrations import migrate
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-#: How long an unknown key's refusal is cached (a typo should not hammer the database).
-NEGATIVE_CACHE_SECONDS = 2.0
 
 api_keys = sa.table(
     "gateway_api_keys",
@@ -141,7 +139,7 @@ _INFO_COLUMNS = (
 
 
 def _insert(
-    conn: Connection, tenant_id: str, label: str, expires_at: datetime | None = None
+    conn: Connection, tenant_id: str, label: str, now: datetime, expires_at: datetime | None = None
 ) -> tuple[str, str]:
     key = new_api_key()
     conn.execute(
@@ -150,7 +148,7 @@ def _insert(
             tenant_id=tenant_id,
             digest=key.digest,
             label=label,
-            created_at=datetime.now(UTC),
+            created_at=now,
             expires_at=expires_at,
         )
     )
@@ -162,21 +160,22 @@ def _get(conn: Connection, key_id: str) -> ApiKeyInfo | None:
     return _info(row) if row else None
 
 
-def _revoke(conn: Connection, key_id: str) -> ApiKeyInfo | None:
+def _revoke(conn: Connection, key_id: str, now: datetime) -> ApiKeyInfo | None:
     conn.execute(
         sa.update(api_keys)
         .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
+        .values(revoked_at=now)
     )
     return _get(conn, key_id)
 
 
-def _rotate(conn: Connection, key_id: str, grace: timedelta) -> tuple[str, ApiKeyInfo]:
-    now = datetime.now(UTC)
+def _rotate(
+    conn: Connection, key_id: str, grace: timedelta, now: datetime
+) -> tuple[str, ApiKeyInfo]:
     old = _get(conn, key_id)
     if old is None or old.status(now) in ("revoked", "expired"):
         raise ApiKeyNotFound(f"no active API key {API_KEY_PREFIX}_{key_id} to rotate")
-    new_id, plaintext = _insert(conn, old.tenant_id, old.label)
+    new_id, plaintext = _insert(conn, old.tenant_id, old.label, now)
     ends = now + grace
     if old.expires_at is not None:
         ends = min(ends, old.expires_at)  # a rotation never extends a key's life
@@ -190,7 +189,7 @@ def _rotate(conn: Connection, key_id: str, grace: timedelta) -> tuple[str, ApiKe
     return plaintext, new
 
 
-def _active(conn: Connection, plaintext: str) -> ApiKeyRecord | None:
+def _active(conn: Connection, plaintext: str, now: datetime) -> ApiKeyRecord | None:
     key_id = api_key_id(plaintext)
     if key_id is None:
         return None
@@ -206,15 +205,24 @@ def _active(conn: Connection, plaintext: str) -> ApiKeyRecord | None:
     if row is None:
         return None
     expires_at = _utc(row.expires_at)
-    if expires_at is not None and expires_at <= datetime.now(UTC):
+    if expires_at is not None and expires_at <= now:
         return None
     return ApiKeyRecord(row.key_id, row.tenant_id, row.label, expires_at)
 
 
 class ApiKeyStore:
-    def __init__(self, db: Database, cache_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cache_seconds: float,
+        negative_cache_seconds: float = 2.0,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self.db = db
+        self.clock = clock
         self.cache_seconds = cache_seconds
+        # An unknown key's refusal (GATE4_API_KEY_NEGATIVE_CACHE_SECONDS), at most as long.
+        self.negative_cache_seconds = min(negative_cache_seconds, cache_seconds)
         # digest -> (record or None, expiry on the monotonic clock).
         self._cache: dict[str, tuple[ApiKeyRecord | None, float]] = {}
 
@@ -222,7 +230,8 @@ class ApiKeyStore:
 
     def create_sync(self, tenant_id: str, label: str, expires_at: datetime | None = None) -> str:
         """Issues a key; returns it in plaintext, which is never stored or shown again."""
-        return self.db.write_sync(lambda c: _insert(c, tenant_id, label, expires_at))[1]
+        now = self.clock.now()
+        return self.db.write_sync(lambda c: _insert(c, tenant_id, label, now, expires_at))[1]
 
     def list_sync(self, tenant_id: str | None = None) -> list[ApiKeyInfo]:
         query = sa.select(*_INFO_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.key_id)
@@ -232,7 +241,8 @@ class ApiKeyStore:
 
     def revoke_sync(self, key_id: str) -> ApiKeyInfo:
         """Revokes at once (idempotent); gateways refuse it within their cache lifetime."""
-        info = self.db.write_sync(lambda c: _revoke(c, key_id))
+        now = self.clock.now()
+        info = self.db.write_sync(lambda c: _revoke(c, key_id, now))
         if info is None:
             raise ApiKeyNotFound(f"no API key {API_KEY_PREFIX}_{key_id}")
         self._cache.clear()
@@ -240,13 +250,15 @@ class ApiKeyStore:
 
     def rotate_sync(self, key_id: str, grace: timedelta) -> tuple[str, ApiKeyInfo]:
         """A new key for the same tenant and label; the old one expires after `grace`."""
-        result = self.db.write_sync(lambda c: _rotate(c, key_id, grace))
+        now = self.clock.now()
+        result = self.db.write_sync(lambda c: _rotate(c, key_id, grace, now))
         self._cache.clear()
         return result
 
     def active_sync(self, plaintext: str) -> ApiKeyRecord | None:
         """The key's record when it is valid now (no cache)."""
-        return self.db.read_sync(lambda c: _active(c, plaintext))
+        now = self.clock.now()
+        return self.db.read_sync(lambda c: _active(c, plaintext, now))
 
     # -- the gateway's check -----------------------------------------------------------------
 
@@ -254,20 +266,21 @@ class ApiKeyStore:
         if api_key_id(plaintext) is None:
             return None
         digest = api_key_digest(plaintext)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
             return cached[0]
-        record = await self.db.read(lambda c: _active(c, plaintext))
+        wall = self.clock.now()
+        record = await self.db.read(lambda c: _active(c, plaintext, wall))
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (record, now + self._cache_for(record))
+        self._cache[digest] = (record, now + self._cache_for(record, wall))
         return record
 
-    def _cache_for(self, record: ApiKeyRecord | None) -> float:
+    def _cache_for(self, record: ApiKeyRecord | None, now: datetime) -> float:
         if record is None:
-            return min(NEGATIVE_CACHE_SECONDS, self.cache_seconds)
+            return self.negative_cache_seconds
         if record.expires_at is None:
             return self.cache_seconds
-        left = (record.expires_at - datetime.now(UTC)).total_seconds()
+        left = (record.expires_at - now).total_seconds()
         return max(0.0, min(self.cache_seconds, left))

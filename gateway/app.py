@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,20 +38,18 @@ from services.runtime import correlation, errors
 from services.runtime.auth import TokenCache, TokenVerifier
 from services.runtime.clients import channel
 from services.runtime.config import SERVICES, Settings, get_settings
+from services.runtime.metadata import MD_ACCEPTED, MD_IDEMPOTENT_REPLAYED, flagged
 from services.runtime.telemetry import setup_telemetry
+from services.runtime.validation import IDEMPOTENCY_KEY_RE
 
 MAX_BODY_BYTES = 1 << 20
 #: Who the gateway is when it calls services (services/runtime/callers.py).
 GATEWAY_IDENTITY = "gateway"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-REPLAYED_METADATA = "x-idempotent-replayed"
-#: A command accepted and still running (a stop past its deadline): answered 202.
-ACCEPTED_METADATA = "x-gate4-accepted"
 #: Seconds a client waits before reading an accepted command's resource again.
 ACCEPTED_RETRY_AFTER = 1
 CHANNEL_HEADER = "X-Channel"
-IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9._:-]{8,255}$")
 
 _STUBS: dict[str, Any] = {
     "audit": audit_pb2_grpc.AuditServiceStub,
@@ -86,7 +83,9 @@ class Gateway:
         self.settings = settings
         self.contract = contract
         self.db = open_database(settings)
-        self.keys = ApiKeyStore(self.db, settings.api_key_cache_seconds)
+        self.keys = ApiKeyStore(
+            self.db, settings.api_key_cache_seconds, settings.api_key_negative_cache_seconds
+        )
         self.auth = Authenticator(
             TokenCache(TokenVerifier(settings), settings.token_cache_size), self.keys
         )
@@ -145,15 +144,15 @@ class Gateway:
             initial = await call.initial_metadata()
         except grpc.aio.AioRpcError as exc:
             metrics.UPSTREAM_FAILURES.labels(op.service, exc.code().name).inc()
-            error = _upstream_error(op.service, exc)
-            if _replayed(exc.initial_metadata()):
+            error = errors.from_peer(op.service, exc)
+            if flagged(exc.initial_metadata(), MD_IDEMPOTENT_REPLAYED):
                 # A stored refusal replayed under its Idempotency-Key says so, like a success.
                 metrics.ERRORS.labels(error.error_code()).inc()
                 return problem_response(error, headers={REPLAYED_HEADER: "true"})
             raise error from None
-        headers = {REPLAYED_HEADER: "true"} if _replayed(initial) else {}
+        headers = {REPLAYED_HEADER: "true"} if flagged(initial, MD_IDEMPOTENT_REPLAYED) else {}
         status = op.status
-        if _has(initial, ACCEPTED_METADATA):
+        if flagged(initial, MD_ACCEPTED):
             # Begun and still running: where to follow it, and when to look.
             status = 202
             headers["Retry-After"] = str(ACCEPTED_RETRY_AFTER)
@@ -261,14 +260,6 @@ def _json(data: Any, status: int, headers: dict[str, str] | None = None) -> Resp
     )
 
 
-def _replayed(metadata: Any) -> bool:
-    return _has(metadata, REPLAYED_METADATA)
-
-
-def _has(metadata: Any, key: str) -> bool:
-    return any(k == key and v == "true" for k, v in metadata or ())
-
-
 def _channel(request: Request) -> str:
     value = request.headers.get(CHANNEL_HEADER, "api")
     if not correlation.TENANT_ID_RE.match(value):
@@ -300,26 +291,6 @@ def _idempotency_key(op: Operation, request: Request) -> str:
             ],
         )
     return key
-
-
-def _upstream_error(service: str, exc: grpc.aio.AioRpcError) -> errors.Gate4Error:
-    error = errors.from_rpc_error(exc)
-    if isinstance(error, errors.UnmappedError):
-        # No domain code: the service itself was unreachable or failed at the transport.
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
-            return errors.DependencyUnavailable(
-                f"the {service} service is unavailable; nothing was executed"
-            )
-        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            if service == "risk":
-                # Risk decides nothing it could not answer in time (a call that outlived its
-                # deadline is refused when it starts): fail closed, like risk being down.
-                return errors.RiskUnavailable(
-                    "the risk service did not answer within the request's deadline; "
-                    "risk controls are unavailable"
-                )
-            return errors.DeadlineExceeded(f"the {service} service did not answer in time")
-    return error
 
 
 async def _problem(request: Request, exc: Exception) -> Response:

@@ -8,12 +8,12 @@ from typing import Protocol
 from starlette.datastructures import Headers
 
 from gateway.apikeys import ApiKeyStore
-from services.runtime import errors
-from services.runtime.auth import ROLES, TokenClaims
+from services.runtime import errors, roles
+from services.runtime.auth import TokenClaims
 from services.runtime.correlation import TENANT_ID_RE
 from services.runtime.errors import FieldError
 
-_KNOWN_ROLES = frozenset(ROLES)
+_KNOWN_ROLES = frozenset(roles.PLATFORM)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Authenticator:
 
 def authorize(principal: Principal, role: str) -> None:
     """Reads are open to any platform role; every other operation needs its own role."""
-    if role == "viewer" and principal.roles:
+    if role == roles.VIEWER and principal.roles:
         return
     if role not in principal.roles:
         raise errors.Forbidden(f"this operation needs the '{role}' role")

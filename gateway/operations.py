@@ -17,15 +17,12 @@ from gate4.audit.v1 import audit_pb2
 from gate4.conversation.v1 import conversation_pb2
 from gate4.execution.v1 import execution_pb2
 from gate4.risk.v1 import risk_pb2
+from services.runtime import roles
 
 Idempotency = Literal["required", "optional", "none"]
 Builder = Callable[[dict[str, Any]], dict[str, Any]]
 
 # Reads are open to every role; each write names the one role that may perform it.
-VIEWER = "viewer"
-TRADER = "trader"
-RISK_OFFICER = "risk-officer"
-SRE = "sre"
 
 
 @dataclass(frozen=True)
@@ -57,18 +54,18 @@ OPERATIONS: tuple[Operation, ...] = (
         "conversation",
         "CreateSession",
         conversation_pb2.CreateSessionRequest,
-        TRADER,
+        roles.TRADER,
         201,
     ),
     Operation(
-        "getSession", "conversation", "GetSession", conversation_pb2.GetSessionRequest, VIEWER
+        "getSession", "conversation", "GetSession", conversation_pb2.GetSessionRequest, roles.VIEWER
     ),
     Operation(
         "createTurn",
         "conversation",
         "CreateTurn",
         conversation_pb2.CreateTurnRequest,
-        TRADER,
+        roles.TRADER,
         201,
         "optional",
     ),
@@ -77,7 +74,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "conversation",
         "ListNotifications",
         conversation_pb2.ListNotificationsRequest,
-        VIEWER,
+        roles.VIEWER,
     ),
     # Execution
     Operation(
@@ -85,7 +82,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "execution",
         "CreateDeployment",
         execution_pb2.CreateDeploymentRequest,
-        TRADER,
+        roles.TRADER,
         201,
         "required",
     ),
@@ -94,17 +91,21 @@ OPERATIONS: tuple[Operation, ...] = (
         "execution",
         "ListDeployments",
         execution_pb2.ListDeploymentsRequest,
-        VIEWER,
+        roles.VIEWER,
     ),
     Operation(
-        "getDeployment", "execution", "GetDeployment", execution_pb2.GetDeploymentRequest, VIEWER
+        "getDeployment",
+        "execution",
+        "GetDeployment",
+        execution_pb2.GetDeploymentRequest,
+        roles.VIEWER,
     ),
     Operation(
         "stopDeployment",
         "execution",
         "StopDeployment",
         execution_pb2.StopDeploymentRequest,
-        TRADER,
+        roles.TRADER,
         200,
         "optional",
         poll="/v1/deployments/{deploymentId}",
@@ -114,35 +115,45 @@ OPERATIONS: tuple[Operation, ...] = (
         "execution",
         "SubmitOrder",
         execution_pb2.SubmitOrderRequest,
-        TRADER,
+        roles.TRADER,
         201,
         "required",
     ),
-    Operation("listOrders", "execution", "ListOrders", execution_pb2.ListOrdersRequest, VIEWER),
-    Operation("getOrder", "execution", "GetOrder", execution_pb2.GetOrderRequest, VIEWER),
-    Operation("cancelOrder", "execution", "CancelOrder", execution_pb2.CancelOrderRequest, TRADER),
-    Operation("feedMarks", "execution", "FeedMarks", execution_pb2.FeedMarksRequest, TRADER),
+    Operation(
+        "listOrders", "execution", "ListOrders", execution_pb2.ListOrdersRequest, roles.VIEWER
+    ),
+    Operation("getOrder", "execution", "GetOrder", execution_pb2.GetOrderRequest, roles.VIEWER),
+    Operation(
+        "cancelOrder", "execution", "CancelOrder", execution_pb2.CancelOrderRequest, roles.TRADER
+    ),
+    Operation("feedMarks", "execution", "FeedMarks", execution_pb2.FeedMarksRequest, roles.TRADER),
     # Risk
-    Operation("getPolicy", "risk", "GetPolicy", risk_pb2.GetPolicyRequest, VIEWER),
-    Operation("putPolicy", "risk", "PutPolicy", risk_pb2.PutPolicyRequest, RISK_OFFICER),
-    Operation("validatePolicy", "risk", "ValidatePolicy", risk_pb2.ValidatePolicyRequest, VIEWER),
+    Operation("getPolicy", "risk", "GetPolicy", risk_pb2.GetPolicyRequest, roles.VIEWER),
+    Operation("putPolicy", "risk", "PutPolicy", risk_pb2.PutPolicyRequest, roles.RISK_OFFICER),
+    Operation(
+        "validatePolicy", "risk", "ValidatePolicy", risk_pb2.ValidatePolicyRequest, roles.VIEWER
+    ),
     Operation(
         "listPolicyVersions",
         "risk",
         "ListPolicyVersions",
         risk_pb2.ListPolicyVersionsRequest,
-        VIEWER,
+        roles.VIEWER,
     ),
     Operation(
-        "listKillSwitches", "risk", "ListKillSwitches", risk_pb2.ListKillSwitchesRequest, VIEWER
+        "listKillSwitches",
+        "risk",
+        "ListKillSwitches",
+        risk_pb2.ListKillSwitchesRequest,
+        roles.VIEWER,
     ),
-    Operation("getKillSwitch", "risk", "GetKillSwitch", risk_pb2.KillSwitchRef, VIEWER),
+    Operation("getKillSwitch", "risk", "GetKillSwitch", risk_pb2.KillSwitchRef, roles.VIEWER),
     Operation(
         "engageKillSwitch",
         "risk",
         "EngageKillSwitch",
         risk_pb2.EngageKillSwitchRequest,
-        RISK_OFFICER,
+        roles.RISK_OFFICER,
         build=_kill_switch_ref,
     ),
     Operation(
@@ -150,12 +161,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "risk",
         "ReleaseKillSwitch",
         risk_pb2.ReleaseKillSwitchRequest,
-        RISK_OFFICER,
+        roles.RISK_OFFICER,
         build=_kill_switch_ref,
     ),
     # Audit
-    Operation("queryAuditEvents", "audit", "Query", audit_pb2.QueryRequest, SRE),
-    Operation("verifyAuditChain", "audit", "Verify", audit_pb2.VerifyRequest, SRE),
+    Operation("queryAuditEvents", "audit", "Query", audit_pb2.QueryRequest, roles.SRE),
+    Operation("verifyAuditChain", "audit", "Verify", audit_pb2.VerifyRequest, roles.SRE),
 )
 
 BY_ID = {op.operation_id: op for op in OPERATIONS}

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,13 +70,6 @@ class ProbeCall:
 
 def new_probe_id(kind: str) -> str:
     return f"req_triage_{kind.replace(' ', '-')}_{uuid.uuid4().hex[:16]}"
-
-
-def decimal_or_none(value: Any) -> Decimal | None:
-    try:
-        return Decimal(str(value)) if value not in (None, "") else None
-    except InvalidOperation:
-        return None
 
 
 class Platform:

@@ -11,8 +11,9 @@ from decimal import Decimal
 from typing import Any
 
 from cli.incident.platform import Fetched, parse_time, rfc3339
-from cli.incident.reads import Platform, decimal_or_none
+from cli.incident.reads import Platform
 from cli.incident.trees import FAIL, INFO, PASS, UNKNOWN, Answer, Evidence
+from services.runtime.decimals import parse_decimal
 
 POLICY_LABEL = re.compile(r"^risk-policy\.v1(?:/(?P<account>[^@]+))?@(?P<version>\d+)$")
 #: Outcomes of a 422 pre-trade refusal are every refusal but the kill switch's 423.
@@ -104,12 +105,12 @@ def check_switch(p: Platform, switch: dict[str, Any]) -> SwitchCheck:
     evidence = switch.get("evidence") or {}
     trigger = switch.get("trigger")
     peak, equity = (
-        decimal_or_none(evidence.get("peakEquity")),
-        decimal_or_none(evidence.get("equity")),
+        parse_decimal(evidence.get("peakEquity")),
+        parse_decimal(evidence.get("equity")),
     )
     drawdown, threshold = (
-        decimal_or_none(evidence.get("drawdown")),
-        decimal_or_none(evidence.get("threshold")),
+        parse_decimal(evidence.get("drawdown")),
+        parse_decimal(evidence.get("threshold")),
     )
     confirmations = int(evidence.get("confirmations") or 0)
     label = str(evidence.get("policyVersion") or "")
@@ -174,7 +175,7 @@ def _check_policy_version(
         return
     policy = record.get("policy") or {}
     rule = policy.get("killSwitch") or {}
-    limit = decimal_or_none(rule.get("maxDrawdownPct"))
+    limit = parse_decimal(rule.get("maxDrawdownPct"))
     if threshold is not None and limit is not None and limit != threshold:
         check.problems.append(f"{label} sets maxDrawdownPct {limit}, the evidence used {threshold}")
     required = int(rule.get("confirmations") or 0)

@@ -28,19 +28,18 @@ the other two are the chain itself. For example, the first event of tenant "t1"
 
     sha256(b"000...000" + b'{"accountId":"","channel":"",...,"type":"risk.decision","userId":""}')
 
-This is services.runtime.canonical.canonical_json; an external verifier can recompute the
+This is services.runtime.canonical.canonical_json over EventContent.canonical_fields()
+(services/runtime/auditfields.py); an external verifier can recompute the
 chain from `Query` results alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from services.runtime.canonical import canonical_json
+from services.runtime.auditfields import EventContent
 
 GENESIS_HASH = "0" * 64
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -70,57 +69,6 @@ def ceil_to_microsecond(seconds: int, nanos: int) -> datetime:
     """
     micros = nanos // 1000 + (1 if nanos % 1000 else 0)
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds, microseconds=micros)
-
-
-@dataclass(frozen=True)
-class EventContent:
-    """The fields of an event that its hash covers."""
-
-    tenant_id: str
-    sequence: int
-    event_id: str
-    type: str
-    source: str
-    occurred_at: str
-    recorded_at: str
-    request_id: str = ""
-    trace_id: str = ""
-    user_id: str = ""
-    channel: str = ""
-    account_id: str = ""
-    deployment_id: str = ""
-    order_id: str = ""
-    session_id: str = ""
-    outcome: str = ""
-    policy_version: str = ""
-    reason: str = ""
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-    def canonical_fields(self) -> dict[str, Any]:
-        return {
-            "tenantId": self.tenant_id,
-            "sequence": self.sequence,
-            "eventId": self.event_id,
-            "type": self.type,
-            "source": self.source,
-            "occurredAt": self.occurred_at,
-            "recordedAt": self.recorded_at,
-            "requestId": self.request_id,
-            "traceId": self.trace_id,
-            "userId": self.user_id,
-            "channel": self.channel,
-            "accountId": self.account_id,
-            "deploymentId": self.deployment_id,
-            "orderId": self.order_id,
-            "sessionId": self.session_id,
-            "outcome": self.outcome,
-            "policyVersion": self.policy_version,
-            "reason": self.reason,
-            "data": dict(self.data),
-        }
-
-    def canonical(self) -> bytes:
-        return canonical_json(self.canonical_fields())
 
 
 def link_hash(prev_hash: str, content: EventContent) -> str:

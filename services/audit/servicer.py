@@ -11,26 +11,21 @@ from datetime import UTC
 from typing import Any, Literal
 
 import grpc
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 from opentelemetry import trace
 
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
-from services.audit.chain import (
-    EventContent,
-    ceil_to_microsecond,
-    format_timestamp,
-    parse_timestamp,
-)
+from services.audit.chain import ceil_to_microsecond, format_timestamp, parse_timestamp
 from services.audit.store import (
     EQUALITY_FILTERS,
-    FIELD_LIMITS,
     MAX_DATA_BYTES,
     Appended,
     AuditStore,
     QueryFilters,
     StoredEvent,
 )
-from services.runtime import correlation, errors, pagination
+from services.runtime import correlation, errors, pagination, roles
+from services.runtime.auditfields import FIELD_LIMITS, FIELDS, EventContent, Kind, Origin
 from services.runtime.canonical import canonical_json
 from services.runtime.errors import FieldError
 from services.runtime.telemetry import remote_parent
@@ -45,25 +40,13 @@ MAX_BATCH = 1000
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 SUBSCRIBE_PAGE = 500
-INTERNAL_ROLE = "internal"
 # Field errors reported per call at most; more would only bloat the status.
 _MAX_FIELD_ERRORS = 50
 
-# String fields copied from the request event, checked against FIELD_LIMITS.
-_TEXT_FIELDS = (
-    "source",
-    "request_id",
-    "trace_id",
-    "user_id",
-    "channel",
-    "account_id",
-    "deployment_id",
-    "order_id",
-    "session_id",
-    "outcome",
-    "policy_version",
-    "reason",
-)
+# What a writer sets, copied from the request event: plain text checked against FIELD_LIMITS
+# (event_id and type have their own forms, checked first).
+_WRITTEN = tuple(f for f in FIELDS if f.origin is not Origin.STORE)
+_TEXT_FIELDS = tuple(f.name for f in _WRITTEN if f.is_text and f.name not in ("event_id", "type"))
 
 
 class CommitSignal:
@@ -191,7 +174,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.SubscribeRequest, context: Context
     ) -> AsyncIterator[audit_pb2.AuditEvent]:
         corr = correlation.current()
-        if request.all_tenants and INTERNAL_ROLE not in corr.roles:
+        if request.all_tenants and roles.INTERNAL not in corr.roles:
             raise errors.Forbidden("all_tenants is reserved for internal consumers")
         if request.after_position < 0:
             raise errors.ValidationFailed(
@@ -258,34 +241,18 @@ def join_traces(
 
 
 def to_proto(stored: StoredEvent) -> audit_pb2.AuditEvent:
-    c = stored.content
     evt = audit_pb2.AuditEvent(
-        event_id=c.event_id,
-        tenant_id=c.tenant_id,
-        sequence=c.sequence,
-        position=stored.position,
-        type=c.type,
-        source=c.source,
-        occurred_at=_timestamp(c.occurred_at),
-        recorded_at=_timestamp(c.recorded_at),
-        request_id=c.request_id,
-        trace_id=c.trace_id,
-        user_id=c.user_id,
-        channel=c.channel,
-        account_id=c.account_id,
-        deployment_id=c.deployment_id,
-        order_id=c.order_id,
-        session_id=c.session_id,
-        outcome=c.outcome,
-        policy_version=c.policy_version,
-        reason=c.reason,
-        prev_hash=stored.prev_hash,
-        hash=stored.hash,
+        position=stored.position, prev_hash=stored.prev_hash, hash=stored.hash
     )
-    if c.data:
-        data = struct_pb2.Struct()
-        data.update(c.data)
-        evt.data.CopyFrom(data)
+    for f in FIELDS:
+        value = getattr(stored.content, f.name)
+        if f.kind is Kind.TIMESTAMP:
+            getattr(evt, f.name).CopyFrom(_timestamp(value))
+        elif f.kind is Kind.JSON:
+            if value:
+                getattr(evt, f.name).update(value)
+        else:
+            setattr(evt, f.name, value)
     return evt
 
 
@@ -343,28 +310,9 @@ def _draft(evt: audit_pb2.AuditEvent, now: str, prefix: str, check: Checker) -> 
         else:
             if size > MAX_DATA_BYTES:
                 check.fail(f"{prefix}.data", f"at most {MAX_DATA_BYTES} bytes of JSON")
-    # tenant_id, sequence and recorded_at are the store's to assign.
-    return EventContent(
-        tenant_id="",
-        sequence=0,
-        event_id=evt.event_id,
-        type=evt.type,
-        source=evt.source,
-        occurred_at=occurred_at,
-        recorded_at="",
-        request_id=evt.request_id,
-        trace_id=evt.trace_id,
-        user_id=evt.user_id,
-        channel=evt.channel,
-        account_id=evt.account_id,
-        deployment_id=evt.deployment_id,
-        order_id=evt.order_id,
-        session_id=evt.session_id,
-        outcome=evt.outcome,
-        policy_version=evt.policy_version,
-        reason=evt.reason,
-        data=data,
-    )
+    # The store's fields (tenant, sequence, recorded_at) are its to assign.
+    text = {f.name: getattr(evt, f.name) for f in _WRITTEN if f.is_text}
+    return EventContent(**text, occurred_at=occurred_at, data=data)
 
 
 def _query_time(

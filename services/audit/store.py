@@ -16,14 +16,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from services.audit.chain import (
-    GENESIS_HASH,
-    ChainChecker,
-    EventContent,
-    format_timestamp,
-    link_hash,
-)
+from services.audit.chain import GENESIS_HASH, ChainChecker, format_timestamp, link_hash
 from services.runtime import errors
+from services.runtime.auditfields import (
+    FIELDS,
+    TIMESTAMP_WIDTH,
+    AuditField,
+    EventContent,
+    Kind,
+)
 from services.runtime.canonical import canonical_json
 from services.runtime.storage import Database
 from services.runtime.timeutil import utcnow
@@ -37,29 +38,26 @@ APPEND_LOCK_KEY = "gate4-audit-append"
 
 metadata = sa.MetaData()
 
+
+def _column(f: AuditField) -> sa.Column[Any]:
+    """The column a content field is stored in (as the migrations created it)."""
+    type_: sa.types.TypeEngine[Any]
+    if f.kind is Kind.SEQUENCE:
+        type_ = sa.BigInteger()
+    elif f.kind is Kind.TIMESTAMP:
+        type_ = sa.String(TIMESTAMP_WIDTH)
+    elif f.kind is Kind.TEXT:
+        type_ = sa.String(f.max_length)
+    else:  # long text, and JSON kept as its canonical text
+        type_ = sa.Text()
+    return sa.Column(f.name, type_, nullable=False)
+
+
 events = sa.Table(
     "audit_events",
     metadata,
     sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=True),
-    sa.Column("tenant_id", sa.String(64), nullable=False),
-    sa.Column("sequence", sa.BigInteger, nullable=False),
-    sa.Column("event_id", sa.String(128), nullable=False),
-    sa.Column("type", sa.String(128), nullable=False),
-    sa.Column("source", sa.String(64), nullable=False),
-    sa.Column("occurred_at", sa.String(27), nullable=False),
-    sa.Column("recorded_at", sa.String(27), nullable=False),
-    sa.Column("request_id", sa.String(128), nullable=False),
-    sa.Column("trace_id", sa.String(64), nullable=False),
-    sa.Column("user_id", sa.String(128), nullable=False),
-    sa.Column("channel", sa.String(64), nullable=False),
-    sa.Column("account_id", sa.String(128), nullable=False),
-    sa.Column("deployment_id", sa.String(128), nullable=False),
-    sa.Column("order_id", sa.String(128), nullable=False),
-    sa.Column("session_id", sa.String(128), nullable=False),
-    sa.Column("outcome", sa.String(64), nullable=False),
-    sa.Column("policy_version", sa.String(64), nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("data", sa.Text, nullable=False),
+    *(_column(f) for f in FIELDS),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
@@ -72,24 +70,6 @@ chain_heads = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
-# Maximum lengths of the string fields, as the migration declares them (reason and data are
-# TEXT, bounded here so one event cannot bloat the log).
-FIELD_LIMITS: dict[str, int] = {
-    "event_id": 128,
-    "type": 128,
-    "source": 64,
-    "request_id": 128,
-    "trace_id": 64,
-    "user_id": 128,
-    "channel": 64,
-    "account_id": 128,
-    "deployment_id": 128,
-    "order_id": 128,
-    "session_id": 128,
-    "outcome": 64,
-    "policy_version": 64,
-    "reason": 4096,
-}
 MAX_DATA_BYTES = 64 * 1024
 
 # Query filters that are plain equality on a column.
@@ -101,27 +81,6 @@ EQUALITY_FILTERS = (
     "account_id",
     "outcome",
     "type",
-)
-
-_CONTENT_COLUMNS = (
-    "tenant_id",
-    "sequence",
-    "event_id",
-    "type",
-    "source",
-    "occurred_at",
-    "recorded_at",
-    "request_id",
-    "trace_id",
-    "user_id",
-    "channel",
-    "account_id",
-    "deployment_id",
-    "order_id",
-    "session_id",
-    "outcome",
-    "policy_version",
-    "reason",
 )
 
 
@@ -160,7 +119,7 @@ class VerifyReport:
 def _stored(row: Row[Any]) -> StoredEvent:
     m = row._mapping
     content = EventContent(
-        **{name: m[name] for name in _CONTENT_COLUMNS}, data=json.loads(m["data"])
+        **{f.name: json.loads(m[f.name]) if f.kind is Kind.JSON else m[f.name] for f in FIELDS}
     )
     return StoredEvent(
         position=int(m["position"]), content=content, prev_hash=m["prev_hash"], hash=m["hash"]
@@ -168,7 +127,7 @@ def _stored(row: Row[Any]) -> StoredEvent:
 
 
 def _row(content: EventContent, prev_hash: str, hash_: str) -> dict[str, Any]:
-    row: dict[str, Any] = {name: getattr(content, name) for name in _CONTENT_COLUMNS}
+    row: dict[str, Any] = {f.name: getattr(content, f.name) for f in FIELDS}
     row["data"] = canonical_json(content.data).decode("utf-8")
     row["prev_hash"] = prev_hash
     row["hash"] = hash_

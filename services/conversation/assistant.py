@@ -17,9 +17,8 @@ from gate4.conversation.v1 import conversation_pb2
 from gate4.execution.v1 import execution_pb2
 from services.conversation import memory as mem
 from services.conversation.platform import Platform
-from services.runtime import correlation, errors
+from services.runtime import correlation, errors, roles
 
-TRADER = "trader"
 ID = r"[A-Za-z0-9_-]{1,64}"
 
 HELP = (
@@ -387,7 +386,7 @@ class Assistant:
         memory = mem.evolve(memory, lastIntent="confirm", pendingConfirmation=None)
         deployment_id = str(pending["deploymentId"])
         corr = correlation.current()
-        if TRADER not in corr.roles:
+        if roles.TRADER not in corr.roles:
             error = errors.Forbidden("stopping a deployment needs the 'trader' role")
             return Outcome(
                 f"I cannot stop {deployment_id}: {error.detail}.",

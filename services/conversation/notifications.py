@@ -10,7 +10,6 @@ transaction, so each reaches its session exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -24,7 +23,8 @@ from sqlalchemy.engine import Connection
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
 from gate4.conversation.v1 import conversation_pb2
 from services.conversation import sessions
-from services.runtime import correlation, outcomes
+from services.runtime import correlation, outcomes, roles
+from services.runtime.resilience import SYSTEM, Clock, RetryPolicy, Worker
 from services.runtime.storage import Database
 from services.runtime.timeutil import to_timestamp, utcnow
 
@@ -35,6 +35,10 @@ log = logging.getLogger("gate4.notifications")
 
 CONSUMER = "notifications"
 FEED_TENANT = "platform"
+#: Resubscribing after the stream broke: 0.2 s, then twice as long each time, at most
+#: GATE4_NOTIFICATIONS_RETRY_MAX_SECONDS. A stream audit ended cleanly resubscribes
+#: after `initial`.
+RESUBSCRIBE = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=5.0)
 
 
 @dataclass(frozen=True)
@@ -45,20 +49,17 @@ class Kind:
     outcomes: frozenset[str] | None = None
 
 
-# Kill-switch outcomes as risk records them. Risk also writes `killswitch.engaged` with
-# ALREADY_ENGAGED when someone engages an engaged switch: nothing changed, so that is no
-# notification.
-KILL_SWITCH_TRIPPED = outcomes.KILL_SWITCH_TRIPPED
-ENGAGED = outcomes.ENGAGED
-RELEASED = outcomes.RELEASED
-
 #: Audit event types that become notifications, with their severity and headline: the
 #: kill-switch transitions risk records and the deployment transitions execution records
 #: (services/execution/placement.py writes `deployment.degraded` / `.recovered` only on change).
+#: Risk also writes `killswitch.engaged` with ALREADY_ENGAGED when someone engages an engaged
+#: switch: nothing changed, so that is no notification.
 KINDS: dict[str, Kind] = {
-    "killswitch.tripped": Kind("critical", "Kill switch tripped", frozenset({KILL_SWITCH_TRIPPED})),
-    "killswitch.engaged": Kind("critical", "Kill switch engaged", frozenset({ENGAGED})),
-    "killswitch.released": Kind("info", "Kill switch released", frozenset({RELEASED})),
+    "killswitch.tripped": Kind(
+        "critical", "Kill switch tripped", frozenset({outcomes.KILL_SWITCH_TRIPPED})
+    ),
+    "killswitch.engaged": Kind("critical", "Kill switch engaged", frozenset({outcomes.ENGAGED})),
+    "killswitch.released": Kind("info", "Kill switch released", frozenset({outcomes.RELEASED})),
     "deployment.stopped": Kind("info", "Deployment stopped"),
     "deployment.failed": Kind("critical", "Deployment failed"),
     "deployment.degraded": Kind("warning", "Deployment degraded"),
@@ -239,47 +240,49 @@ def discard_pending(conn: Connection, session_id: str) -> None:
     )
 
 
-class Feed:
-    """The background task that follows the audit stream."""
+class Feed(Worker):
+    """The background task that follows the audit stream: each step is one subscription."""
 
-    def __init__(self, db: Database, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        db: Database,
+        channel: grpc.aio.Channel,
+        *,
+        retry: RetryPolicy = RESUBSCRIBE,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        # The stream never ends by itself: draining it cuts it at once (the cursor moves
+        # with each event's commit, so nothing is lost or repeated).
+        super().__init__(
+            "conversation-notification-feed",
+            interval=retry.initial,
+            on_failure=retry,
+            clock=clock,
+            drain_seconds=0.0,
+            logger=log,
+        )
         self.db = db
         self.stub: AuditServiceAsyncStub = audit_pb2_grpc.AuditServiceStub(channel)
-        self._task: asyncio.Task[None] | None = None
         self.ingested = 0
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+    async def step(self) -> bool:
+        await self._follow()
+        return False
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _run(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self._follow()
-                delay = 0.2
-            except grpc.aio.AioRpcError as exc:
-                log.warning(
-                    "audit stream interrupted; resubscribing", extra={"code": exc.code().name}
-                )
-            except Exception:
-                # A failed write (database locked or unreachable) must not end the feed for
-                # good: the cursor did not move, so resubscribing retries that event.
-                log.exception("notification feed failed; resubscribing")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    def failed(self, exc: Exception) -> None:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            log.warning("audit stream interrupted; resubscribing", extra={"code": exc.code().name})
+        else:
+            # A failed write (database locked or unreachable) must not end the feed for
+            # good: the cursor did not move, so resubscribing retries that event.
+            log.error("notification feed failed; resubscribing", exc_info=exc)
 
     async def _follow(self) -> None:
         after = await self.db.read(read_cursor)
         internal = correlation.Correlation(
             request_id=correlation.new_request_id(),
             tenant_id=FEED_TENANT,
-            roles=frozenset({"internal"}),
+            roles=frozenset({roles.INTERNAL}),
         )
         # The whole stream runs under the internal identity: the call is set up lazily, on
         # first iteration, so binding it only around Subscribe() would not be enough.

@@ -22,13 +22,6 @@ if TYPE_CHECKING:
     from gate4.risk.v1.risk_pb2_grpc import RiskServiceAsyncStub
 
 
-def _error(service: str, exc: grpc.aio.AioRpcError) -> errors.Gate4Error:
-    error = errors.from_rpc_error(exc)
-    if isinstance(error, errors.UnmappedError) and exc.code() == grpc.StatusCode.UNAVAILABLE:
-        return errors.DependencyUnavailable(f"the {service} service is unavailable")
-    return error
-
-
 class Platform:
     def __init__(self, channels: dict[str, grpc.aio.Channel]) -> None:
         self.execution: ExecutionServiceAsyncStub = execution_pb2_grpc.ExecutionServiceStub(
@@ -41,7 +34,7 @@ class Platform:
         try:
             reply = await self.execution.ListDeployments(execution_pb2.ListDeploymentsRequest())
         except grpc.aio.AioRpcError as exc:
-            raise _error("execution", exc) from None
+            raise errors.from_peer("execution", exc) from None
         return list(reply.deployments)
 
     async def deployment(self, deployment_id: str) -> execution_pb2.Deployment:
@@ -50,7 +43,7 @@ class Platform:
                 execution_pb2.GetDeploymentRequest(deployment_id=deployment_id)
             )
         except grpc.aio.AioRpcError as exc:
-            raise _error("execution", exc) from None
+            raise errors.from_peer("execution", exc) from None
 
     async def stop(
         self, deployment_id: str, *, flatten: bool, reason: str, idempotency_key: str
@@ -65,19 +58,19 @@ class Platform:
                 )
             )
         except grpc.aio.AioRpcError as exc:
-            raise _error("execution", exc) from None
+            raise errors.from_peer("execution", exc) from None
 
     async def order(self, order_id: str) -> execution_pb2.Order:
         try:
             return await self.execution.GetOrder(execution_pb2.GetOrderRequest(order_id=order_id))
         except grpc.aio.AioRpcError as exc:
-            raise _error("execution", exc) from None
+            raise errors.from_peer("execution", exc) from None
 
     async def order_events(self, order_id: str) -> list[audit_pb2.AuditEvent]:
         try:
             reply = await self.audit.Query(audit_pb2.QueryRequest(order_id=order_id, limit=50))
         except grpc.aio.AioRpcError as exc:
-            raise _error("audit", exc) from None
+            raise errors.from_peer("audit", exc) from None
         return list(reply.events)
 
     async def kill_switches(self) -> list[risk_pb2.KillSwitch]:
@@ -86,11 +79,11 @@ class Platform:
                 risk_pb2.ListKillSwitchesRequest(engaged_only=True)
             )
         except grpc.aio.AioRpcError as exc:
-            raise _error("risk", exc) from None
+            raise errors.from_peer("risk", exc) from None
         return list(reply.kill_switches)
 
     async def policy(self) -> risk_pb2.PolicyVersion:
         try:
             return await self.risk.GetPolicy(risk_pb2.GetPolicyRequest())
         except grpc.aio.AioRpcError as exc:
-            raise _error("risk", exc) from None
+            raise errors.from_peer("risk", exc) from None

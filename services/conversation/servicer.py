@@ -15,6 +15,8 @@ from services.conversation import notifications, sessions, turns
 from services.conversation.assistant import Assistant, Outcome, TurnInput
 from services.runtime import correlation, errors, outbox
 from services.runtime.canonical import digest
+from services.runtime.idempotency import KeyPolicy
+from services.runtime.metadata import REPLAYED_FLAG
 from services.runtime.outbox import Outbox
 from services.runtime.storage import Database
 from services.runtime.timeutil import to_timestamp, utcnow
@@ -22,12 +24,13 @@ from services.runtime.validation import IDEMPOTENCY_KEY_RE, Checker
 
 Context = aio.ServicerContext[object, object]
 MAX_MESSAGE = 4000
-REPLAYED = (("x-idempotent-replayed", "true"),)
 
 
 class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
-    def __init__(self, db: Database, box: Outbox, assistant: Assistant) -> None:
+    def __init__(self, db: Database, box: Outbox, assistant: Assistant, keys: KeyPolicy) -> None:
         self.db = db
+        #: The lease and lifetime of turn keys, as of every idempotency key.
+        self.keys = keys
         self.outbox = box
         self.assistant = assistant
 
@@ -132,11 +135,19 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
             """Replays a stored turn; answers a turn that needs nothing from the platform
             in this one write; else claims the session's next turn."""
             row = self._load(conn, request.session_id)
-            stored = turns.replay(conn, request.session_id, key, request_digest)
+            now = utcnow()
+            stored = turns.replay(conn, request.session_id, key, request_digest, now)
             if stored is not None:
                 return stored, row, None, True
             claim = turns.claim(
-                conn, corr.tenant_id, request.session_id, row.turn_count, key, request_digest
+                conn,
+                corr.tenant_id,
+                request.session_id,
+                row.turn_count,
+                key,
+                request_digest,
+                now,
+                self.keys,
             )
             turn_input, metadata = inputs(row, claim)
             outcome = self.assistant.local(turn_input)
@@ -147,7 +158,7 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         answered, row, claim, replayed = await self.db.write(begin)
         if answered is not None:
             if replayed:
-                await context.send_initial_metadata(REPLAYED)
+                await context.send_initial_metadata(REPLAYED_FLAG)
             else:
                 self.outbox.notify()
             return answered

@@ -5,23 +5,34 @@ assistant runs, and completed in one transaction with the session's new memory a
 delivery of pending notifications. A second turn on the same session while one runs is
 refused (409), so memory never interleaves; a retry with the same Idempotency-Key returns the
 stored turn byte for byte and does not advance memory.
+
+A turn is a keyed command like execution's (services/runtime/idempotency.py): its row is the
+key's record, its `turn_id` the fencing token; a claim holds the session (and its key) for
+the lease, and a claim past its lease belongs to a crashed process and is taken over. A
+completed turn's key is kept for the lifetime; past it the key may name a new turn (the old
+turn stays, without its key).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gate4.conversation.v1 import conversation_pb2
 from services.runtime import errors
+from services.runtime.idempotency import (
+    COMPLETED,
+    IN_PROGRESS,
+    REPLAY,
+    KeyPolicy,
+    KeyTable,
+    taken_over,
+)
 from services.runtime.timeutil import as_utc, utcnow
-
-#: A claim older than this belongs to a crashed process and may be taken over.
-STALE_CLAIM = timedelta(seconds=60)
 
 turns = sa.table(
     "conversation_turns",
@@ -40,7 +51,11 @@ turns = sa.table(
     sa.column("response", sa.LargeBinary),
     sa.column("created_at", sa.DateTime),
     sa.column("updated_at", sa.DateTime),
+    sa.column("lease_until", sa.DateTime),
+    sa.column("expires_at", sa.DateTime),
 )
+#: A turn's row is its key's record; its turn id fences out an attempt taken over.
+TABLE = KeyTable(turns, owner="turn_id")
 
 
 @dataclass(frozen=True)
@@ -50,26 +65,24 @@ class Claim:
 
 
 def replay(
-    conn: Connection, session_id: str, key: str, request_digest: str
+    conn: Connection, session_id: str, key: str, request_digest: str, now: datetime
 ) -> conversation_pb2.Turn | None:
-    """The stored turn for this key, or None when the key is new."""
+    """The stored turn for this key; None when the key is new, or free again (its turn's
+    lease lapsed, or its lifetime ended): `claim` then takes it. Raises 422/409 as
+    execution's keys do."""
     if not key:
         return None
     row = conn.execute(
         sa.select(
-            turns.c.status, turns.c.request_digest, turns.c.response, turns.c.created_at
+            turns.c.status,
+            turns.c.request_digest,
+            turns.c.response,
+            turns.c.lease_until,
+            turns.c.expires_at,
         ).where(turns.c.session_id == session_id, turns.c.idempotency_key == key)
     ).first()
-    if row is None:
+    if row is None or TABLE.judge(row._mapping, request_digest, now) != REPLAY:
         return None
-    if row.request_digest != request_digest:
-        raise errors.IdempotencyKeyReused(
-            "this Idempotency-Key was used for a different turn on this session"
-        )
-    if row.status != "completed" or row.response is None:
-        if utcnow() - as_utc(row.created_at) >= STALE_CLAIM:
-            return None  # its process crashed: `claim` takes the turn over for this retry
-        raise errors.IdempotencyInProgress("the turn with this Idempotency-Key is still running")
     return conversation_pb2.Turn.FromString(row.response)
 
 
@@ -80,20 +93,36 @@ def claim(
     turn_count: int,
     key: str,
     request_digest: str,
+    now: datetime,
+    policy: KeyPolicy,
 ) -> Claim:
-    """Reserves the session's next turn; refuses while another turn is running."""
+    """Reserves the session's next turn, holding it (and its key) for the lease; refuses
+    while another turn holds the session."""
     running = conn.execute(
-        sa.select(turns.c.turn_id, turns.c.created_at).where(
-            turns.c.session_id == session_id, turns.c.status == "in_progress"
+        sa.select(turns.c.turn_id, turns.c.lease_until, turns.c.created_at).where(
+            turns.c.session_id == session_id, turns.c.status == IN_PROGRESS
         )
     ).first()
     if running is not None:
-        if utcnow() - as_utc(running.created_at) < STALE_CLAIM:
+        held = dict(running._mapping)
+        if held["lease_until"] is None:
+            # Claimed by a release that wrote no lease (during a rolling upgrade): it holds
+            # the session for the lease from its claim, not for no time at all.
+            held["lease_until"] = as_utc(held["created_at"]) + policy.lease
+        if TABLE.holds(held, now):
             raise errors.StateConflict(
                 "another turn is being processed on this session; retry when it has answered"
             )
-        conn.execute(sa.delete(turns).where(turns.c.turn_id == running.turn_id))
-    now = utcnow()
+        # Its process stopped unfinished: take the session (and the turn's key) over.
+        conn.execute(sa.delete(turns).where(TABLE.held_by(running.turn_id)))
+    if key:
+        # A key past its lifetime names this new turn; its old turn stays, without it.
+        conn.execute(
+            sa.update(turns)
+            .where(turns.c.session_id == session_id, turns.c.idempotency_key == key)
+            .where(TABLE.expired(now))
+            .values(idempotency_key=None)
+        )
     claimed = Claim(turn_id=f"trn_{uuid.uuid4().hex[:24]}", sequence=turn_count + 1)
     try:
         with conn.begin_nested():
@@ -105,9 +134,11 @@ def claim(
                     sequence=claimed.sequence,
                     idempotency_key=key or None,
                     request_digest=request_digest,
-                    status="in_progress",
+                    status=IN_PROGRESS,
                     created_at=now,
                     updated_at=now,
+                    lease_until=policy.lease_until(now),
+                    expires_at=policy.expires_at(now),
                 )
             )
     except sa.exc.IntegrityError:
@@ -119,15 +150,17 @@ def claim(
 
 
 def complete(conn: Connection, turn: conversation_pb2.Turn) -> None:
-    conn.execute(
+    """Stores the turn, in the transaction that advances its session; raises (rolling it
+    back) when another attempt took the turn over after its lease lapsed."""
+    done = conn.execute(
         sa.update(turns)
-        .where(turns.c.turn_id == turn.turn_id)
-        .values(status="completed", response=turn.SerializeToString(), updated_at=utcnow())
-    )
+        .where(TABLE.held_by(turn.turn_id))
+        .values(status=COMPLETED, response=turn.SerializeToString(), updated_at=utcnow())
+    ).rowcount
+    if not done:
+        raise taken_over()
 
 
 def release(conn: Connection, turn_id: str) -> None:
     """Gives up a claim whose turn failed, so the session can take the next one."""
-    conn.execute(
-        sa.delete(turns).where(turns.c.turn_id == turn_id, turns.c.status == "in_progress")
-    )
+    conn.execute(sa.delete(turns).where(TABLE.held_by(turn_id)))

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import os
 
-from services.execution.config import ExecutionSettings
+from services.runtime.config import Settings
 
 log = logging.getLogger("gate4.execution.faults")
 
 
 class CrashHooks:
-    def __init__(self, settings: ExecutionSettings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.after_commit = _names(settings.fault_crash_after_commit)
         self.after_venue = _names(settings.fault_crash_after_venue)
         if (self.after_commit or self.after_venue) and settings.env == "prod":

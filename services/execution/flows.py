@@ -9,7 +9,6 @@ enforcement (enforcement.py). Reconciliation (reconcile.py) and the RPC layer
 from __future__ import annotations
 
 from services.execution import idempotency
-from services.execution.config import ExecutionSettings
 from services.execution.enforcement import KillSwitchEnforcement
 from services.execution.faults import CrashHooks
 from services.execution.lifecycle import DeploymentFlow
@@ -20,6 +19,7 @@ from services.execution.reduce import Reducer
 from services.execution.riskgate import RiskControls
 from services.execution.unitofwork import UnitOfWork
 from services.execution.venue import VenueAdapter
+from services.runtime.config import Settings
 from services.runtime.outbox import Outbox
 from services.runtime.storage import Database
 from services.runtime.timeutil import utcnow
@@ -33,7 +33,7 @@ class Flows:
         venue: VenueAdapter,
         orchestrator: Orchestrator,
         risk: RiskControls,
-        settings: ExecutionSettings,
+        settings: Settings,
         hooks: CrashHooks,
     ) -> None:
         self.settings = settings

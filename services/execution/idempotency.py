@@ -25,6 +25,10 @@ Transient failures (risk or a dependency unreachable) release the key: nothing w
 and the client may retry with the same key. Decisions (risk refusals, state conflicts) are
 stored and replayed. Completed keys are kept `GATE4_EXECUTION_IDEMPOTENCY_TTL_SECONDS`
 (at least 24 h) and then purged.
+
+The record's states, the judgement of a record a new attempt finds, the lease and the
+lifetime are the runtime's (services/runtime/idempotency.py, shared with conversation's
+turns); this module is the storage of execution's keys in `execution_idempotency`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
@@ -41,10 +45,19 @@ from sqlalchemy.engine import Connection
 
 from services.execution.store import idempotency as keys
 from services.runtime import correlation, errors
-from services.runtime.timeutil import as_utc, utcnow
+from services.runtime.idempotency import (
+    COMPLETED,
+    EXPIRED,
+    IN_PROGRESS,
+    REPLAY,
+    KeyPolicy,
+    KeyTable,
+    busy,
+    taken_over,
+)
+from services.runtime.timeutil import utcnow
 
-IN_PROGRESS = "in_progress"
-COMPLETED = "completed"
+TABLE = KeyTable(keys)
 
 # Routes: a key is scoped to tenant + route.
 ROUTE_CREATE = "CreateDeployment"
@@ -74,11 +87,10 @@ class Claim:
     resource_id: str
     resumed: bool = False
     #: Not written yet: `hold` or `complete` inserts the record with the command's first
-    #: write (the digest and lifetimes are kept here for that insert).
+    #: write (the digest and the lease and lifetime are kept here for that insert).
     deferred: bool = False
     digest: str = ""
-    lease_seconds: float = 0.0
-    ttl_seconds: int = 0
+    policy: KeyPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -118,13 +130,12 @@ def claim(
     digest: str,
     resource_id: str,
     now: datetime,
-    lease_seconds: float,
-    ttl_seconds: int,
+    policy: KeyPolicy,
 ) -> Claim | Stored:
     """Takes the key, or returns the stored result; raises 422/409 as the contract says."""
     owner = uuid.uuid4().hex
-    lease_until = now + timedelta(seconds=lease_seconds)
-    fresh = _fresh(owner, digest, resource_id, now, lease_until, ttl_seconds)
+    lease_until = policy.lease_until(now)
+    fresh = _fresh(owner, digest, resource_id, now, lease_until, policy.expires_at(now))
     _insert(conn, tenant_id, route, key, fresh)
     row = (
         conn.execute(sa.select(keys).where(_where(tenant_id, route, key)).with_for_update())
@@ -133,9 +144,9 @@ def claim(
     )
     if row["owner"] == owner:
         return Claim(route, key, owner, resource_id)
-    standing = _standing(row, digest, now)
-    if isinstance(standing, Stored):
-        return standing
+    standing = TABLE.judge(row, digest, now)
+    if standing == REPLAY:
+        return _stored(row)
     if standing == EXPIRED:
         # Expired but not purged yet: the key is free again.
         conn.execute(sa.update(keys).where(_where(tenant_id, route, key)).values(**fresh))
@@ -149,28 +160,6 @@ def claim(
     return Claim(route, key, owner, str(row["resource_id"]), resumed=True)
 
 
-#: What `_standing` says of a record the key can be taken from.
-EXPIRED = "expired"
-LAPSED = "lapsed"
-
-
-def _standing(row: sa.RowMapping, digest: str, now: datetime) -> Stored | str:
-    """What a key's existing record answers a new attempt: its stored result, 422 (another
-    request) or 409 (still running); EXPIRED or LAPSED when the key may be taken."""
-    if row["status"] == COMPLETED and as_utc(row["expires_at"]) <= now:
-        return EXPIRED
-    if row["request_digest"] != digest:
-        raise errors.IdempotencyKeyReused(
-            "this Idempotency-Key was first used with a different request; use a new key for "
-            "a new command"
-        )
-    if row["status"] == COMPLETED:
-        return _stored(row)
-    if as_utc(row["lease_until"]) > now:
-        raise _busy()
-    return LAPSED
-
-
 def lookup(
     conn: Connection,
     *,
@@ -180,8 +169,7 @@ def lookup(
     digest: str,
     resource_id: str,
     now: datetime,
-    lease_seconds: float,
-    ttl_seconds: int,
+    policy: KeyPolicy,
 ) -> Claim | Stored | None:
     """Reads the key: a deferred claim when it is new, else the stored result or 422/409 as
     `claim` would answer. None: the key needs the claiming write (in progress past its
@@ -195,11 +183,9 @@ def lookup(
             resource_id,
             deferred=True,
             digest=digest,
-            lease_seconds=lease_seconds,
-            ttl_seconds=ttl_seconds,
+            policy=policy,
         )
-    standing = _standing(row._mapping, digest, now)
-    return standing if isinstance(standing, Stored) else None
+    return _stored(row._mapping) if TABLE.judge(row._mapping, digest, now) == REPLAY else None
 
 
 def _stored(row: sa.RowMapping) -> Stored:
@@ -212,14 +198,13 @@ def _stored(row: sa.RowMapping) -> Stored:
     )
 
 
-def _busy() -> errors.IdempotencyInProgress:
-    return errors.IdempotencyInProgress(
-        "a request with this Idempotency-Key is still being processed; retry shortly"
-    )
-
-
 def _fresh(
-    owner: str, digest: str, resource_id: str, now: datetime, lease_until: datetime, ttl: int
+    owner: str,
+    digest: str,
+    resource_id: str,
+    now: datetime,
+    lease_until: datetime,
+    expires_at: datetime,
 ) -> dict[str, object]:
     """A key's record as its claim writes it: in progress, held by `owner` until
     `lease_until`."""
@@ -237,7 +222,7 @@ def _fresh(
         "request_id": correlation.current().request_id,
         "created_at": now,
         "completed_at": None,
-        "expires_at": now + timedelta(seconds=ttl),
+        "expires_at": expires_at,
     }
 
 
@@ -260,12 +245,18 @@ def _insert_deferred(
     conn: Connection, tenant_id: str, claim_: Claim, now: datetime, **values: object
 ) -> None:
     """Writes a deferred claim's record; an attempt that wrote the key first keeps it."""
-    lease_until = now + timedelta(seconds=claim_.lease_seconds)
+    assert claim_.policy is not None  # `lookup` gives every deferred claim its policy
+    policy = claim_.policy
     fresh = _fresh(
-        claim_.owner, claim_.digest, claim_.resource_id, now, lease_until, claim_.ttl_seconds
+        claim_.owner,
+        claim_.digest,
+        claim_.resource_id,
+        now,
+        policy.lease_until(now),
+        policy.expires_at(now),
     )
     if not _insert(conn, tenant_id, claim_.route, claim_.key, {**fresh, **values}):
-        raise _busy()
+        raise busy()
 
 
 def hold(conn: Connection, tenant_id: str, claim_: Claim | None, lease_until: datetime) -> None:
@@ -280,18 +271,11 @@ def hold(conn: Connection, tenant_id: str, claim_: Claim | None, lease_until: da
         return
     held = conn.execute(
         sa.update(keys)
-        .where(
-            _where(tenant_id, claim_.route, claim_.key),
-            keys.c.owner == claim_.owner,
-            keys.c.status == IN_PROGRESS,
-        )
+        .where(_where(tenant_id, claim_.route, claim_.key), TABLE.held_by(claim_.owner))
         .values(lease_until=lease_until)
     ).rowcount
     if not held:
-        raise errors.IdempotencyInProgress(
-            "this request ran past its lease and another attempt took its Idempotency-Key "
-            "over; retry with the same key to get that attempt's result"
-        )
+        raise taken_over()
 
 
 def complete(
@@ -309,23 +293,15 @@ def complete(
         return
     done = conn.execute(
         sa.update(keys)
-        .where(
-            _where(tenant_id, claim_.route, claim_.key),
-            keys.c.owner == claim_.owner,
-            keys.c.status == IN_PROGRESS,
-        )
+        .where(_where(tenant_id, claim_.route, claim_.key), TABLE.held_by(claim_.owner))
         .values(**_result(now, response, error))
     ).rowcount
     if not done and claim_.deferred:
         _insert_deferred(conn, tenant_id, claim_, now, **_result(now, response, error))
         return
     if not done:
-        # Another attempt took the key over after our lease lapsed: raising rolls back this
-        # attempt's side effect with it, and the client sees the key as busy.
-        raise errors.IdempotencyInProgress(
-            "this request ran past its lease and another attempt took its Idempotency-Key over; "
-            "retry with the same key to get that attempt's result"
-        )
+        # Another attempt took the key over after our lease lapsed.
+        raise taken_over()
 
 
 def complete_unowned(
@@ -345,19 +321,13 @@ def release(conn: Connection, tenant_id: str, claim_: Claim | None) -> None:
         return
     conn.execute(
         sa.delete(keys).where(
-            _where(tenant_id, claim_.route, claim_.key),
-            keys.c.owner == claim_.owner,
-            keys.c.status == IN_PROGRESS,
+            _where(tenant_id, claim_.route, claim_.key), TABLE.held_by(claim_.owner)
         )
     )
 
 
 def purge_expired(conn: Connection, now: datetime) -> int:
-    return int(
-        conn.execute(
-            sa.delete(keys).where(keys.c.status == COMPLETED, keys.c.expires_at <= now)
-        ).rowcount
-    )
+    return int(conn.execute(sa.delete(keys).where(TABLE.expired(now))).rowcount)
 
 
 def _result(

@@ -20,15 +20,15 @@ from sqlalchemy.engine import Connection
 from gate4.execution.v1 import execution_pb2
 from gate4.risk.v1 import risk_pb2
 from services.execution import deployments, idempotency, store
-from services.execution.config import ExecutionSettings
 from services.execution.faults import CrashHooks
 from services.execution.idempotency import ROUTE_CREATE, ROUTE_STOP, Claim, Progress
 from services.execution.marks import Equity
-from services.execution.positions import fmt
 from services.execution.reduce import Reducer
-from services.execution.riskgate import RISK_UNAVAILABLE, RiskControls, refusal
+from services.execution.riskgate import RiskControls, refusal
 from services.execution.unitofwork import UnitOfWork, Work, tenant
 from services.runtime import errors, outcomes
+from services.runtime.config import Settings
+from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Headroom
 from services.runtime.timeutil import as_utc, utcnow
 
@@ -40,7 +40,7 @@ class DeploymentFlow:
         risk: RiskControls,
         reducer: Reducer,
         equity: Equity,
-        settings: ExecutionSettings,
+        settings: Settings,
         hooks: CrashHooks,
     ) -> None:
         self.uow = uow
@@ -83,7 +83,7 @@ class DeploymentFlow:
                 progress,
                 exc,
                 "deployment.rejected",
-                outcome=RISK_UNAVAILABLE,
+                outcome=outcomes.RISK_UNAVAILABLE,
                 reason=exc.detail,
                 data=details,
                 **ids,
@@ -110,12 +110,12 @@ class DeploymentFlow:
                     strategy_id=request.strategy_id,
                     account_id=request.account_id,
                     instruments=json.dumps(list(request.instruments)),
-                    capital_allocation=fmt(Decimal(request.capital_allocation)),
+                    capital_allocation=format_decimal(Decimal(request.capital_allocation)),
                     mode=mode,
                     state=deployments.PENDING,
                     policy_version=decision.policy_version,
                     degraded=False,
-                    peak_equity=fmt(Decimal(request.capital_allocation)),
+                    peak_equity=format_decimal(Decimal(request.capital_allocation)),
                     created_at=now,
                     updated_at=now,
                 )
@@ -242,10 +242,10 @@ class DeploymentFlow:
                 policy_version=decision.policy_version,
                 **ids,
             )
-        outcome = decision.outcome if decision is not None else RISK_UNAVAILABLE
+        outcome = decision.outcome if decision is not None else outcomes.RISK_UNAVAILABLE
         version = decision.policy_version if decision is not None else str(row["policy_version"])
         reason = request.reason or "stopped on request"
-        lease = self.settings.lease
+        lease = self.settings.command_lease
 
         def begin(work: Work) -> None:
             conn = work.conn

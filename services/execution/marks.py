@@ -25,12 +25,12 @@ from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
 from services.execution import deployments, orders, store
-from services.execution.positions import dec, fmt
 from services.execution.positions import value as positions_value
 from services.execution.riskgate import RiskControls
 from services.execution.unitofwork import UnitOfWork, Work, tenant
 from services.execution.venue import VenueAdapter
 from services.runtime import outcomes
+from services.runtime.decimals import format_decimal, stored_decimal
 from services.runtime.timeutil import to_timestamp, utcnow
 
 log = logging.getLogger("gate4.execution.equity")
@@ -116,23 +116,23 @@ def _equity(work: Work, *, tenant_id: str, d: str) -> risk_pb2.ReportEquityReque
         return None
     peak = str(row["peak_equity"])
     valuation = positions_value(
-        dec(str(row["capital_allocation"])),
+        stored_decimal(str(row["capital_allocation"])),
         store.deployment_positions(conn, d),
         store.mark_prices(conn, tenant_id),
-        dec(peak) if peak else None,
+        stored_decimal(peak) if peak else None,
     )
-    if fmt(valuation.peak_equity) != peak:
+    if format_decimal(valuation.peak_equity) != peak:
         conn.execute(
             sa.update(store.deployments)
             .where(store.deployments.c.deployment_id == d)
-            .values(peak_equity=fmt(valuation.peak_equity))
+            .values(peak_equity=format_decimal(valuation.peak_equity))
         )
     request = risk_pb2.ReportEquityRequest(
         account_id=str(row["account_id"]),
         deployment_id=d,
-        equity=fmt(valuation.equity),
-        realized_pnl=fmt(valuation.realized_pnl),
-        unrealized_pnl=fmt(valuation.unrealized_pnl),
+        equity=format_decimal(valuation.equity),
+        realized_pnl=format_decimal(valuation.realized_pnl),
+        unrealized_pnl=format_decimal(valuation.unrealized_pnl),
     )
     at = to_timestamp(utcnow())
     assert at is not None

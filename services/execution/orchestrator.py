@@ -18,14 +18,12 @@ later (another replica's crash).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from services.execution.config import ExecutionSettings
 from services.execution.venue import (
     DuplicateClientOrderId,
     ExecutionReport,
@@ -33,6 +31,8 @@ from services.execution.venue import (
     VenueError,
     VenueOrder,
 )
+from services.runtime.config import Settings
+from services.runtime.resilience import SYSTEM, Clock, RetryPolicy
 
 log = logging.getLogger("gate4.execution.orchestrator")
 
@@ -62,9 +62,20 @@ class RetryBudget:
         return True
 
 
+def policy(settings: Settings) -> RetryPolicy:
+    """Submission retries: exponential from GATE4_EXECUTION_RETRY_BASE_SECONDS, capped at
+    ..._MAX_BACKOFF_SECONDS, full jitter, at most ..._MAX_ATTEMPTS attempts per order."""
+    return RetryPolicy(
+        initial=settings.execution_retry_base_seconds,
+        max_delay=settings.execution_retry_max_backoff_seconds,
+        jitter=1.0,
+        max_attempts=settings.execution_retry_max_attempts,
+    )
+
+
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-    return rng.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+    return RetryPolicy(initial=base, max_delay=cap, jitter=1.0).delay(attempt, rng)
 
 
 @dataclass
@@ -94,23 +105,20 @@ class Orchestrator:
     def __init__(
         self,
         venue: VenueAdapter,
-        settings: ExecutionSettings,
+        settings: Settings,
         *,
         rng: random.Random | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.venue = venue
-        self.max_attempts = settings.execution_retry_max_attempts
-        self.base = settings.execution_retry_base_seconds
-        self.cap = settings.execution_retry_max_backoff_seconds
+        self.policy = policy(settings)
         self.budget = RetryBudget(
             settings.execution_retry_budget_capacity,
             settings.execution_retry_budget_refill_per_second,
-            clock,
+            clock.monotonic,
         )
         self.rng = rng or random.Random()
-        self.sleep = sleep
+        self.clock = clock
 
     async def submit(
         self,
@@ -133,7 +141,7 @@ class Orchestrator:
             found = await self.lookup(order)
             if found is not None:
                 return Submission(found, attempt, reconciled=True, retries=retries)
-            if attempt >= self.max_attempts:
+            if not self.policy.allows(attempt):
                 return Submission(
                     None, attempt, retries=retries, error=f"{attempt} attempts failed: {error}"
                 )
@@ -144,7 +152,7 @@ class Orchestrator:
                     retries=retries,
                     error=f"the deployment's retry budget is spent; last error: {error}",
                 )
-            retry = Retry(attempt, backoff(attempt, self.base, self.cap, self.rng), error)
+            retry = Retry(attempt, self.policy.delay(attempt, self.rng), error)
             retries.append(retry)
             log.warning(
                 "venue submission failed; retrying",
@@ -152,7 +160,7 @@ class Orchestrator:
             )
             if on_retry is not None:
                 await on_retry(retry)
-            await self.sleep(retry.delay_seconds)
+            await self.clock.sleep(retry.delay_seconds)
 
     async def lookup(self, order: VenueOrder) -> ExecutionReport | None:
         try:

@@ -29,10 +29,11 @@ from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2
 from services.execution import settlements, store, venue
-from services.execution.positions import PLACES, ZERO, dec, fmt, reducing_side
+from services.execution.positions import PLACES, ZERO, reducing_side
 from services.execution.unitofwork import Work
 from services.execution.venue import ExecutionReport
 from services.runtime import errors, outcomes
+from services.runtime.decimals import format_decimal, stored_decimal
 
 ACCEPTED = "accepted"
 PARTIALLY_FILLED = "partially_filled"
@@ -111,7 +112,7 @@ def pending_orders(
 
 
 def remaining(row: sa.RowMapping) -> Decimal:
-    return dec(str(row["quantity"])) - dec(str(row["filled_quantity"]))
+    return stored_decimal(str(row["quantity"])) - stored_decimal(str(row["filled_quantity"]))
 
 
 def reducible(conn: Connection, tenant_id: str, deployment_id: str, instrument: str) -> Decimal:
@@ -147,13 +148,14 @@ def check_reduce_only(conn: Connection, tenant_id: str, deployment_id: str, inte
     if intent.side != side:
         raise errors.RiskLimitBreached(
             f"reduce-only {intent.side} of {intent.instrument} would increase the position "
-            f"{fmt(left)}; only a {side} reduces it",
+            f"{format_decimal(left)}; only a {side} reduces it",
             outcome=outcomes.REDUCE_ONLY_VIOLATION,
         )
     if intent.quantity > abs(left):
         raise errors.RiskLimitBreached(
-            f"reduce-only {intent.side} of {fmt(intent.quantity)} {intent.instrument} exceeds the "
-            f"{fmt(abs(left))} left to reduce and would flip the position",
+            f"reduce-only {intent.side} of {format_decimal(intent.quantity)} {intent.instrument} "
+            "exceeds the "
+            f"{format_decimal(abs(left))} left to reduce and would flip the position",
             outcome=outcomes.REDUCE_ONLY_VIOLATION,
         )
 
@@ -181,8 +183,10 @@ def insert_pending(
             instrument=intent.instrument,
             side=intent.side,
             type=intent.type,
-            quantity=fmt(intent.quantity),
-            limit_price=fmt(intent.limit_price) if intent.limit_price is not None else "",
+            quantity=format_decimal(intent.quantity),
+            limit_price=format_decimal(intent.limit_price)
+            if intent.limit_price is not None
+            else "",
             filled_quantity="0",
             average_fill_price="",
             status=ACCEPTED,
@@ -289,8 +293,8 @@ def apply_report(
                     deployment_id=deployment_id,
                     instrument=instrument,
                     side=row["side"],
-                    quantity=fmt(fill.quantity),
-                    price=fmt(fill.price),
+                    quantity=format_decimal(fill.quantity),
+                    price=format_decimal(fill.price),
                     at=fill.at,
                 )
             )
@@ -301,8 +305,10 @@ def apply_report(
     notional = sum((f.quantity * f.price for f in report.fills), ZERO)
     status = _status(report, filled)
     values: dict[str, object] = {
-        "filled_quantity": fmt(filled),
-        "average_fill_price": fmt((notional / filled).quantize(PLACES)) if filled else "",
+        "filled_quantity": format_decimal(filled),
+        "average_fill_price": format_decimal((notional / filled).quantize(PLACES))
+        if filled
+        else "",
         "status": status,
         "venue_state": CONFIRMED,
         "lease_until": None,
@@ -325,9 +331,13 @@ def apply_report(
         reason=report.reason,
         data={
             "status": status,
-            "filledQuantity": fmt(filled),
+            "filledQuantity": format_decimal(filled),
             "fills": [
-                {"fillId": f.fill_id, "quantity": fmt(f.quantity), "price": fmt(f.price)}
+                {
+                    "fillId": f.fill_id,
+                    "quantity": format_decimal(f.quantity),
+                    "price": format_decimal(f.price),
+                }
                 for f in new
             ],
             **(event_data or {}),

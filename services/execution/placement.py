@@ -32,17 +32,18 @@ import sqlalchemy as sa
 from gate4.execution.v1 import execution_pb2
 from gate4.risk.v1 import risk_pb2
 from services.execution import deployments, idempotency, orders, reconcile, settlements, store
-from services.execution.config import ExecutionSettings
 from services.execution.faults import CrashHooks
 from services.execution.idempotency import ROUTE_SUBMIT, Claim, Progress
 from services.execution.marks import Equity
 from services.execution.orchestrator import Orchestrator, Retry
 from services.execution.orders import Intent
-from services.execution.positions import fmt, gross_exposure
-from services.execution.riskgate import RISK_UNAVAILABLE, RiskControls, refusal
+from services.execution.positions import gross_exposure
+from services.execution.riskgate import RiskControls, refusal
 from services.execution.unitofwork import UnitOfWork, Work, tenant
 from services.execution.venue import ExecutionReport, VenueAdapter, VenueError, VenueOrder
 from services.runtime import correlation, errors, outcomes
+from services.runtime.config import Settings
+from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Headroom, Outbox
 from services.runtime.timeutil import to_timestamp, utcnow
 
@@ -59,7 +60,7 @@ class OrderFlow:
         orchestrator: Orchestrator,
         risk: RiskControls,
         equity: Equity,
-        settings: ExecutionSettings,
+        settings: Settings,
         hooks: CrashHooks,
     ) -> None:
         self.uow = uow
@@ -109,7 +110,7 @@ class OrderFlow:
             "instrument": intent.instrument,
             "side": intent.side,
             "type": intent.type,
-            "quantity": fmt(intent.quantity),
+            "quantity": format_decimal(intent.quantity),
             "reduceOnly": intent.reduce_only,
             **({"flatten": flatten} if flatten else {}),
         }
@@ -144,9 +145,9 @@ class OrderFlow:
                 data={**data, "decisionId": decision.decision_id},
             )
         version = decision.policy_version if decision is not None else str(row["policy_version"])
-        outcome = decision.outcome if decision is not None else RISK_UNAVAILABLE
+        outcome = decision.outcome if decision is not None else outcomes.RISK_UNAVAILABLE
         decision_id = decision.decision_id if decision is not None else ""
-        lease = self.settings.lease
+        lease = self.settings.command_lease
 
         def record(work: Work) -> None:
             conn = work.conn
@@ -245,7 +246,7 @@ class OrderFlow:
             quantity=intent.quantity,
             limit_price=intent.limit_price,
         )
-        lease = self.settings.lease
+        lease = self.settings.command_lease
 
         async def on_retry(retry: Retry) -> None:
             def op(work: Work) -> None:
@@ -288,7 +289,7 @@ class OrderFlow:
                 )
                 if submission.reconciled:
                     reconcile.reconciled_event(
-                        work, order, reconcile.FOUND_AT_VENUE, "adopted the venue's answer"
+                        work, order, outcomes.FOUND_AT_VENUE, "adopted the venue's answer"
                     )
                 _degrade(work, tenant_id, intent.deployment_id, "")
             else:
@@ -388,8 +389,8 @@ def _prepare(
         instrument=intent.instrument,
         side=intent.side,
         type=intent.type,
-        quantity=fmt(intent.quantity),
-        limit_price=fmt(intent.limit_price) if intent.limit_price is not None else "",
+        quantity=format_decimal(intent.quantity),
+        limit_price=format_decimal(intent.limit_price) if intent.limit_price is not None else "",
         reduce_only=intent.reduce_only,
     )
     if row is None:
@@ -397,21 +398,21 @@ def _prepare(
     account = str(row["account_id"])
     book = store.book(conn, tenant_id, intent.deployment_id)
     check.account_id = account
-    check.position_quantity = fmt(book.position(intent.instrument).quantity)
+    check.position_quantity = format_decimal(book.position(intent.instrument).quantity)
     check.open_orders, check.account_open_orders = orders.open_counts(
         conn, tenant_id, account, intent.deployment_id
     )
     check.capital_allocation = str(row["capital_allocation"])
     mark = book.marks.get(intent.instrument)
     if mark is not None:
-        check.mark_price = fmt(mark)
+        check.mark_price = format_decimal(mark)
         ts = to_timestamp(book.mark_times[intent.instrument])
         assert ts is not None
         check.mark_time.CopyFrom(ts)
-    check.account_position_quantity = fmt(
+    check.account_position_quantity = format_decimal(
         store.account_position(conn, tenant_id, account, intent.instrument)
     )
-    check.deployment_gross_exposure = fmt(gross_exposure(book.positions, book.marks))
+    check.deployment_gross_exposure = format_decimal(gross_exposure(book.positions, book.marks))
     check.positions.extend(settlements.snapshots(book, intent.deployment_id, [intent.instrument]))
     check.deployment_instruments.extend(deployments.instruments(str(row["instruments"])))
     try:

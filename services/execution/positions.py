@@ -18,18 +18,6 @@ PLACES = Decimal("1e-10")
 _CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
 
 
-def dec(value: str) -> Decimal:
-    return Decimal(value) if value else ZERO
-
-
-def fmt(value: Decimal) -> str:
-    """Plain decimal text: no exponent, no trailing zeros, and never "-0"."""
-    if value == 0:
-        return "0"
-    text = format(value.normalize(_CONTEXT), "f")
-    return text
-
-
 def signed(side: str, quantity: Decimal) -> Decimal:
     return quantity if side == "buy" else -quantity
 

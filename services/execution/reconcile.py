@@ -28,10 +28,10 @@ from sqlalchemy.engine import Connection
 from gate4.execution.v1 import execution_pb2
 from services.execution import deployments, idempotency, orders, store
 from services.execution.idempotency import ROUTE_SUBMIT, Claim
-from services.execution.positions import dec
 from services.execution.unitofwork import UnitOfWork, Work
 from services.execution.venue import ExecutionReport, VenueAdapter, VenueError
 from services.runtime import correlation, errors, outcomes
+from services.runtime.decimals import stored_decimal
 from services.runtime.timeutil import as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -39,9 +39,6 @@ if TYPE_CHECKING:
     from services.execution.marks import Equity
 
 log = logging.getLogger("gate4.execution.reconcile")
-
-FOUND_AT_VENUE = outcomes.FOUND_AT_VENUE
-NOT_AT_VENUE = outcomes.NOT_AT_VENUE
 
 
 def reconciled_event(work: Work, order: execution_pb2.Order, outcome: str, reason: str) -> None:
@@ -87,7 +84,10 @@ async def settle_order(
                 work, tenant, order_id, report, now, event_data={"reconciled": True}
             )
             reconciled_event(
-                work, order, FOUND_AT_VENUE, "the venue had the order; its answer was adopted"
+                work,
+                order,
+                outcomes.FOUND_AT_VENUE,
+                "the venue had the order; its answer was adopted",
             )
         else:
             order = orders.reject(
@@ -99,7 +99,7 @@ async def settle_order(
                 reason="the venue never received the order; it was not resubmitted",
                 event_data={"reconciled": True},
             )
-            reconciled_event(work, order, NOT_AT_VENUE, "rejected; not resubmitted")
+            reconciled_event(work, order, outcomes.NOT_AT_VENUE, "rejected; not resubmitted")
         body = order.SerializeToString()
         if claim is not None:
             idempotency.complete(conn, tenant, claim, now, response=body)
@@ -129,7 +129,7 @@ async def run_once(flows: Flows) -> int:
             except Exception:
                 log.exception("reconciliation failed", extra={"order_id": row["order_id"]})
     stops = await uow.db.read(lambda c: _lapsed_stops(c, now))
-    lease = flows.settings.lease
+    lease = flows.settings.command_lease
     for row in stops:
         with correlation.bound(_acting_for(str(row["tenant_id"]), "")):
             try:
@@ -215,4 +215,7 @@ def _open_confirmed(conn: Connection) -> list[sa.RowMapping]:
 
 
 def _unchanged(row: sa.RowMapping, report: ExecutionReport) -> bool:
-    return dec(str(row["filled_quantity"])) == report.filled_quantity and report.status == "open"
+    return (
+        stored_decimal(str(row["filled_quantity"])) == report.filled_quantity
+        and report.status == "open"
+    )

@@ -16,9 +16,10 @@ from services.execution import orders, reconcile, store
 from services.execution.idempotency import Progress
 from services.execution.orders import Intent
 from services.execution.placement import OrderFlow
-from services.execution.positions import fmt, reducing_side
+from services.execution.positions import reducing_side
 from services.execution.unitofwork import new_id, tenant
 from services.runtime import errors
+from services.runtime.decimals import format_decimal
 
 
 @dataclass
@@ -118,7 +119,7 @@ class Reducer:
         await self.settle_pending(deployment_id)
         after = await self.uow.db.read(lambda c: store.deployment_positions(c, deployment_id))
         problems = [
-            f"{p.instrument} still {fmt(p.quantity)} after flatten"
+            f"{p.instrument} still {format_decimal(p.quantity)} after flatten"
             + (f" ({why[p.instrument]})" if p.instrument in why else "")
             for p in after
             if p.quantity != 0

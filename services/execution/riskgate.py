@@ -18,41 +18,31 @@ import grpc
 
 from gate4.risk.v1 import risk_pb2
 from services.execution.store import KillSwitchView
-from services.runtime import errors, outcomes
+from services.runtime import errors, outcomes, scopes
 
 if TYPE_CHECKING:
     from gate4.risk.v1.risk_pb2_grpc import RiskServiceAsyncStub
 
 log = logging.getLogger("gate4.execution.risk")
 
-APPROVED = outcomes.APPROVED
-KILL_SWITCH_ENGAGED = outcomes.KILL_SWITCH_ENGAGED
-#: The outcome execution records when it acted without a decision (risk-reducing stop only).
-RISK_UNAVAILABLE = outcomes.RISK_UNAVAILABLE
-READ_TIMEOUT_SECONDS = 1.0
-
 
 def refusal(decision: risk_pb2.RiskDecision) -> errors.Gate4Error:
     """The error a refused command answers with: 423 for a held kill switch, else 422."""
-    if decision.outcome == KILL_SWITCH_ENGAGED:
+    if decision.outcome == outcomes.KILL_SWITCH_ENGAGED:
         return errors.KillSwitchEngaged(decision.reason, outcome=decision.outcome)
     return errors.RiskLimitBreached(
         decision.reason or "refused by the pre-trade risk checks", outcome=decision.outcome
     )
 
 
-def unavailable(exc: grpc.aio.AioRpcError) -> errors.RiskUnavailable:
-    """What a failed call to risk means for the command: no decision, nothing executed.
-    Risk's own reason (its audit backlog is full, say) is kept in the detail."""
-    cause = errors.from_rpc_error(exc)
-    why = exc.code().name.lower()
-    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-        why = "no answer within the deadline"
-    elif not isinstance(cause, errors.UnmappedError):
-        why = f"{cause.error_code()}: {cause.detail}"
+def undecided(cause: errors.Gate4Error) -> errors.RiskUnavailable:
+    """What a failed call to risk means for a command: no decision, so it does not run.
+    The cause (risk down or too slow, or its own reason: its audit backlog is full, say) is
+    kept in the detail."""
     return errors.RiskUnavailable(
-        f"risk controls could not decide ({why}); nothing was executed",
-        outcome=RISK_UNAVAILABLE,
+        f"risk controls could not decide, so nothing was executed "
+        f"({cause.error_code()}: {cause.detail})",
+        outcome=outcomes.RISK_UNAVAILABLE,
     )
 
 
@@ -136,15 +126,21 @@ class SwitchCache:
 
 
 class RiskGate:
-    def __init__(self, stub: RiskServiceAsyncStub, switch_cache_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        stub: RiskServiceAsyncStub,
+        switch_cache_seconds: float = 0.0,
+        read_timeout: float = 1.0,  # GATE4_EXECUTION_SWITCH_READ_TIMEOUT_SECONDS
+    ) -> None:
         self.stub = stub
+        self.read_timeout = read_timeout
         self.switches = SwitchCache(self._engaged, switch_cache_seconds)
 
     async def check_order(self, intent: risk_pb2.OrderIntent) -> risk_pb2.RiskDecision:
         try:
             return await self.stub.CheckOrder(risk_pb2.CheckOrderRequest(order=intent))
         except grpc.aio.AioRpcError as exc:
-            raise unavailable(exc) from None
+            raise errors.from_peer("risk", exc, meaning=undecided) from None
 
     async def check_deployment(
         self, request: risk_pb2.CheckDeploymentRequest
@@ -152,7 +148,7 @@ class RiskGate:
         try:
             return await self.stub.CheckDeployment(request)
         except grpc.aio.AioRpcError as exc:
-            raise unavailable(exc) from None
+            raise errors.from_peer("risk", exc, meaning=undecided) from None
 
     async def report_equity(
         self, request: risk_pb2.ReportEquityRequest
@@ -189,9 +185,9 @@ class RiskGate:
         if engaged is None:
             return None
         for scope, scope_id in (
-            ("tenant", tenant_id),
-            ("account", account_id),
-            ("deployment", deployment_id),
+            (scopes.TENANT, tenant_id),
+            (scopes.ACCOUNT, account_id),
+            (scopes.DEPLOYMENT, deployment_id),
         ):
             switch = engaged.get((scope, scope_id))
             if switch is not None:
@@ -205,7 +201,7 @@ class RiskGate:
         """The calling tenant's engaged switches (the tenant travels in the call's metadata)."""
         try:
             reply = await self.stub.ListKillSwitches(
-                risk_pb2.ListKillSwitchesRequest(engaged_only=True), timeout=READ_TIMEOUT_SECONDS
+                risk_pb2.ListKillSwitchesRequest(engaged_only=True), timeout=self.read_timeout
             )
         except grpc.aio.AioRpcError:
             return None

@@ -28,7 +28,6 @@ from grpc import aio
 
 from gate4.execution.v1 import execution_pb2, execution_pb2_grpc
 from services.execution import deployments, idempotency, orders, store
-from services.execution.config import ExecutionSettings
 from services.execution.flows import Flows
 from services.execution.idempotency import (
     ROUTE_CREATE,
@@ -41,7 +40,10 @@ from services.execution.idempotency import (
 )
 from services.execution.orders import Intent
 from services.execution.unitofwork import Work, new_id
-from services.runtime import correlation, deadlines, errors, metrics, outcomes
+from services.runtime import correlation, deadlines, errors, metrics, outcomes, scopes
+from services.runtime.config import Settings
+from services.runtime.idempotency import KeyPolicy
+from services.runtime.metadata import ACCEPTED_FLAG, REPLAYED_FLAG
 from services.runtime.storage import Database
 from services.runtime.timeutil import as_utc, utcnow
 from services.runtime.validation import IDEMPOTENCY_KEY_RE, Checker
@@ -51,16 +53,10 @@ M = TypeVar("M", bound=Message)
 T = TypeVar("T")
 log = logging.getLogger("gate4.execution")
 
-REPLAYED_METADATA = (("x-idempotent-replayed", "true"),)
-#: The command was accepted and is still running: the gateway answers 202.
-ACCEPTED_METADATA = (("x-gate4-accepted", "true"),)
-#: How often a stop past its answer deadline looks whether it has begun.
-BEGUN_POLL_SECONDS = 0.01
 CLIENT_ORDER_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MODES = ("paper",)
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market", "limit")
-SCOPES = ("tenant", "account", "deployment")
 MAX_PAGE = 500
 MAX_REASON = 500
 
@@ -70,7 +66,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self,
         db: Database,
         flows: Flows,
-        settings: ExecutionSettings,
+        settings: Settings,
         *,
         deadline_margin: float = 0.5,
     ) -> None:
@@ -110,8 +106,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             "key": key,
             "digest": idempotency.request_digest(request),
             "resource_id": resource_id,
-            "lease_seconds": self.settings.execution_command_lease_seconds,
-            "ttl_seconds": self.settings.execution_idempotency_ttl_seconds,
+            "policy": KeyPolicy.of(self.settings),
         }
         try:
             # An order's new key is written with the order itself (idempotency.lookup).
@@ -133,7 +128,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         metrics.idempotency_claimed(route, claimed)
         if isinstance(claimed, Stored):
             await self._replayed(route, claimed, reply_type)
-            await context.send_initial_metadata(REPLAYED_METADATA)
+            await context.send_initial_metadata(REPLAYED_FLAG)
             if claimed.response is None:
                 raise claimed.error()
             return reply_type.FromString(claimed.response)
@@ -147,7 +142,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                 raise
 
         # A resumed key's result belongs to the attempt that first held it.
-        replayed = REPLAYED_METADATA if claimed.resumed else ()
+        replayed = REPLAYED_FLAG if claimed.resumed else ()
         if accepted is not None:
             return await self._in_time(context, attempt(), progress, accepted, replayed)
         reply = await _shielded(attempt())
@@ -173,7 +168,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             # Past the deadline and not begun yet: the steps before the command begins are
             # bounded by the same deadline, so this wait is short.
             while not task.done() and not progress.started:
-                await asyncio.wait({task}, timeout=BEGUN_POLL_SECONDS)
+                await asyncio.wait({task}, timeout=self.settings.execution_stop_poll_seconds)
             if not task.done():
                 reply = await accepted()
         except BaseException:  # the caller left, or the read failed: the command runs on
@@ -190,7 +185,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         if budget is not None:
             budget.detach()
         task.add_done_callback(_after_caller_left)
-        await context.send_initial_metadata((*metadata, *ACCEPTED_METADATA))
+        await context.send_initial_metadata((*metadata, *ACCEPTED_FLAG))
         return reply
 
     async def _key_refused(self, route: str, request: Message, error: errors.Gate4Error) -> None:
@@ -426,7 +421,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self, request: execution_pb2.EnforceKillSwitchRequest, context: Context
     ) -> execution_pb2.EnforceKillSwitchResponse:
         check = Checker()
-        check.one_of("scope", request.scope, SCOPES)
+        check.one_of("scope", request.scope, scopes.SCOPES)
         check.text("scopeId", request.scope_id, max_length=64, required=True)
         check.text("reason", request.reason, max_length=MAX_REASON)
         if request.generation < 0:

@@ -20,14 +20,15 @@ from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
 from services.execution import store
-from services.execution.positions import Position, fmt
+from services.execution.positions import Position
+from services.runtime.decimals import format_decimal
 
 
 def _price(position: Position, marks: Mapping[str, Decimal]) -> str:
     mark = marks.get(position.instrument)
     if mark is not None:
-        return fmt(mark)
-    return fmt(position.average_price) if position.quantity else ""
+        return format_decimal(mark)
+    return format_decimal(position.average_price) if position.quantity else ""
 
 
 def _snapshot(
@@ -36,7 +37,7 @@ def _snapshot(
     return risk_pb2.PositionSnapshot(
         deployment_id=deployment_id,
         instrument=position.instrument,
-        quantity=fmt(position.quantity),
+        quantity=format_decimal(position.quantity),
         version=book.versions.get(position.instrument, 0),
         price=_price(position, book.marks),
     )

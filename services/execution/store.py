@@ -15,8 +15,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2
-from services.execution.positions import Position, dec, fmt
+from services.execution.positions import Position
 from services.execution.positions import value as positions_value
+from services.runtime import scopes
+from services.runtime.decimals import format_decimal, stored_decimal
 from services.runtime.pagination import NewestFirst
 from services.runtime.timeutil import as_utc, to_timestamp, utcnow
 
@@ -144,9 +146,9 @@ def _position(row: sa.Row[tuple[object, ...]]) -> Position:
     m = row._mapping
     return Position(
         instrument=str(m["instrument"]),
-        quantity=dec(str(m["quantity"])),
-        average_price=dec(str(m["average_price"])),
-        realized_pnl=dec(str(m["realized_pnl"])),
+        quantity=stored_decimal(str(m["quantity"])),
+        average_price=stored_decimal(str(m["average_price"])),
+        realized_pnl=stored_decimal(str(m["realized_pnl"])),
     )
 
 
@@ -211,7 +213,7 @@ def account_position(conn: Connection, tenant_id: str, account_id: str, instrume
             positions.c.instrument == instrument,
         )
     ).all()
-    return sum((dec(str(r.quantity)) for r in rows), Decimal(0))
+    return sum((stored_decimal(str(r.quantity)) for r in rows), Decimal(0))
 
 
 def position_versions(conn: Connection, deployment_id: str) -> dict[str, int]:
@@ -233,9 +235,9 @@ def save_position(
     then insert) cannot fail on a first fill that another process inserted meanwhile.
     """
     values = {
-        "quantity": fmt(position.quantity),
-        "average_price": fmt(position.average_price),
-        "realized_pnl": fmt(position.realized_pnl),
+        "quantity": format_decimal(position.quantity),
+        "average_price": format_decimal(position.average_price),
+        "realized_pnl": format_decimal(position.realized_pnl),
         "updated_at": utcnow(),
     }
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -294,7 +296,10 @@ def deployment_message(
     prices = mark_prices(conn, tenant_id)
     peak = str(row["peak_equity"])
     valuation = positions_value(
-        dec(str(row["capital_allocation"])), held, prices, Decimal(peak) if peak else None
+        stored_decimal(str(row["capital_allocation"])),
+        held,
+        prices,
+        Decimal(peak) if peak else None,
     )
     if switch is None:
         switch = stored_switch(str(row["enforced_switch"]))
@@ -310,19 +315,19 @@ def deployment_message(
         positions=[
             execution_pb2.Position(
                 instrument=p.instrument,
-                quantity=fmt(p.quantity),
-                average_price=fmt(p.average_price) if p.quantity else "",
-                mark_price=fmt(prices[p.instrument]) if p.instrument in prices else "",
-                realized_pnl=fmt(p.realized_pnl),
-                unrealized_pnl=fmt(p.unrealized_pnl(prices.get(p.instrument))),
+                quantity=format_decimal(p.quantity),
+                average_price=format_decimal(p.average_price) if p.quantity else "",
+                mark_price=format_decimal(prices[p.instrument]) if p.instrument in prices else "",
+                realized_pnl=format_decimal(p.realized_pnl),
+                unrealized_pnl=format_decimal(p.unrealized_pnl(prices.get(p.instrument))),
             )
             for p in held
         ],
-        realized_pnl=fmt(valuation.realized_pnl),
-        unrealized_pnl=fmt(valuation.unrealized_pnl),
-        equity=fmt(valuation.equity),
-        peak_equity=fmt(valuation.peak_equity),
-        drawdown=fmt(valuation.drawdown),
+        realized_pnl=format_decimal(valuation.realized_pnl),
+        unrealized_pnl=format_decimal(valuation.unrealized_pnl),
+        equity=format_decimal(valuation.equity),
+        peak_equity=format_decimal(valuation.peak_equity),
+        drawdown=format_decimal(valuation.drawdown),
         kill_switch=execution_pb2.DeploymentKillSwitch(
             engaged=switch.engaged,
             scope=switch.scope,
@@ -393,9 +398,9 @@ def deployments_in_scope(
     conn: Connection, tenant_id: str, scope: str, scope_id: str
 ) -> list[sa.RowMapping]:
     query = sa.select(deployments).where(deployments.c.tenant_id == tenant_id)
-    if scope == "account":
+    if scope == scopes.ACCOUNT:
         query = query.where(deployments.c.account_id == scope_id)
-    elif scope == "deployment":
+    elif scope == scopes.DEPLOYMENT:
         query = query.where(deployments.c.deployment_id == scope_id)
     elif scope_id != tenant_id:
         return []

@@ -27,7 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from services.execution import store
-from services.execution.positions import ZERO, dec, fmt
+from services.execution.positions import ZERO
+from services.runtime.decimals import format_decimal, stored_decimal
 from services.runtime.storage import Database
 from services.runtime.timeutil import as_utc, utcnow
 
@@ -167,8 +168,8 @@ def _fills_json(fills: tuple[VenueFill, ...]) -> str:
         [
             {
                 "fillId": f.fill_id,
-                "quantity": fmt(f.quantity),
-                "price": fmt(f.price),
+                "quantity": format_decimal(f.quantity),
+                "price": format_decimal(f.price),
                 "at": f.at.isoformat(),
             }
             for f in fills
@@ -190,7 +191,7 @@ def _report(row: sa.Row[tuple[object, ...]]) -> ExecutionReport:
     return ExecutionReport(
         client_order_id=str(m["client_order_id"]),
         status=str(m["status"]),
-        filled_quantity=dec(str(m["filled_quantity"])),
+        filled_quantity=stored_decimal(str(m["filled_quantity"])),
         fills=fills,
         reason=str(m["reason"]),
     )
@@ -272,10 +273,12 @@ class PaperVenue:
                 instrument=order.instrument,
                 side=order.side,
                 type=order.type,
-                quantity=fmt(order.quantity),
-                limit_price=fmt(order.limit_price) if order.limit_price is not None else "",
+                quantity=format_decimal(order.quantity),
+                limit_price=format_decimal(order.limit_price)
+                if order.limit_price is not None
+                else "",
                 status=status,
-                filled_quantity=fmt(filled),
+                filled_quantity=format_decimal(filled),
                 fills=_fills_json(fills),
                 reason=reason,
                 created_at=now,
@@ -324,7 +327,7 @@ class PaperVenue:
                 instrument=instrument,
                 side=str(m["side"]),
                 type=str(m["type"]),
-                quantity=dec(str(m["quantity"])),
+                quantity=stored_decimal(str(m["quantity"])),
                 limit_price=Decimal(limit) if limit else None,
             )
             remaining = order.quantity - before.filled_quantity
@@ -339,7 +342,7 @@ class PaperVenue:
                 .where(book.c.client_order_id == order.client_order_id)
                 .values(
                     status=status,
-                    filled_quantity=fmt(filled),
+                    filled_quantity=format_decimal(filled),
                     fills=_fills_json(fills),
                     updated_at=utcnow(),
                 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,11 +11,12 @@ import grpc
 
 from gate4.execution.v1 import execution_pb2_grpc
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
-from services.risk import gauges
+from services.risk import enforcement, gauges
 from services.risk.enforcement import Enforcer
 from services.risk.reaper import Reaper
 from services.risk.servicer import RiskServicer
 from services.runtime.app import BaseService
+from services.runtime.resilience import Worker
 
 
 class RiskService(BaseService):
@@ -35,8 +38,12 @@ class RiskService(BaseService):
             self.outbox,
             execution,
             call_timeout=self.settings.risk_enforcement_timeout_seconds,
+            retry=dataclasses.replace(
+                enforcement.RETRY,
+                initial=self.settings.risk_enforcement_retry_seconds,
+                max_delay=self.settings.risk_enforcement_max_backoff_seconds,
+            ),
         )
-        self.enforcer.start()
         self.reaper = Reaper(
             self.db,
             self.outbox,
@@ -44,15 +51,11 @@ class RiskService(BaseService):
             check_after=timedelta(seconds=self.settings.risk_reservation_check_seconds),
             release_after=timedelta(seconds=self.settings.risk_reservation_release_seconds),
         )
-        self.reaper.start()
         risk_pb2_grpc.add_RiskServiceServicer_to_server(
             RiskServicer(self.db, self.outbox, self.enforcer), server
         )
         gauges.register(self.db)
 
-    async def stop(self) -> None:
-        if self.reaper is not None:
-            await self.reaper.stop()
-        if self.enforcer is not None:
-            await self.enforcer.stop()
-        await super().stop()
+    def workers(self) -> Sequence[Worker]:
+        assert self.enforcer is not None and self.reaper is not None
+        return (self.enforcer.retries, self.reaper.worker)

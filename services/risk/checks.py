@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from gate4.risk.v1 import risk_pb2
 from services.risk.policy import Instruments, Policy
 from services.runtime import outcomes
+from services.runtime.decimals import format_decimal, parse_decimal
 from services.runtime.timeutil import as_utc
 from services.runtime.validation import ID_RE, INSTRUMENT_RE
 
@@ -121,16 +122,8 @@ class DeploymentContext:
     capital_allocation: Decimal
 
 
-def fmt(value: Decimal) -> str:
-    """Plain decimal text without exponent or trailing zeros: 64000.50 -> "64000.5"."""
-    text = f"{value:f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
 def pct(value: Decimal) -> str:
-    return fmt(value.quantize(Decimal("0.0001")))
+    return format_decimal(value.quantize(Decimal("0.0001")))
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -143,14 +136,11 @@ def _decimal(
         if default is None:
             raise Undecidable(f"{name} is missing")
         return default
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        raise Undecidable(f"{name} {value!r} is not a decimal") from None
-    if not number.is_finite() or (not signed and number < 0):
-        raise Undecidable(
-            f"{name} {value!r} is not a {'finite' if signed else 'non-negative'} decimal"
-        )
+    number = parse_decimal(value)
+    if number is None:
+        raise Undecidable(f"{name} {value!r} is not a decimal")
+    if not signed and number < 0:
+        raise Undecidable(f"{name} {value!r} is not a non-negative decimal")
     return number
 
 
@@ -256,19 +246,20 @@ def reducing_breach(order: OrderContext) -> Breach | None:
         return Breach(
             outcomes.REDUCE_ONLY_VIOLATION,
             "reduceOnly",
-            fmt(position),
+            format_decimal(position),
             "",
-            f"reduce-only {order.side} of {fmt(order.quantity)} {order.instrument} does not reduce "
-            f"the deployment's {side} position {fmt(position)}",
+            f"reduce-only {order.side} of {format_decimal(order.quantity)} {order.instrument} "
+            "does not reduce "
+            f"the deployment's {side} position {format_decimal(position)}",
         )
     if order.quantity > abs(position):
         return Breach(
             outcomes.REDUCE_ONLY_VIOLATION,
             "reduceOnly",
-            fmt(order.quantity),
-            fmt(abs(position)),
-            f"reduce-only quantity {fmt(order.quantity)} exceeds the position "
-            f"{fmt(position)} {order.instrument}; it would open the other side",
+            format_decimal(order.quantity),
+            format_decimal(abs(position)),
+            f"reduce-only quantity {format_decimal(order.quantity)} exceeds the position "
+            f"{format_decimal(position)} {order.instrument}; it would open the other side",
         )
     return None
 
@@ -367,9 +358,10 @@ def order_breaches(
                     outcomes.PRICE_COLLAR,
                     "limits.priceCollarPct",
                     pct(distance),
-                    fmt(limits.price_collar_pct),
-                    f"limit price {fmt(order.limit_price)} is {pct(distance)}% from the mark "
-                    f"{fmt(mark)}, beyond priceCollarPct {fmt(limits.price_collar_pct)}",
+                    format_decimal(limits.price_collar_pct),
+                    f"limit price {format_decimal(order.limit_price)} is {pct(distance)}% from the "
+                    f"mark {format_decimal(mark)}, beyond priceCollarPct "
+                    f"{format_decimal(limits.price_collar_pct)}",
                 )
             )
 
@@ -378,10 +370,10 @@ def order_breaches(
             Breach(
                 outcomes.ORDER_QUANTITY_LIMIT,
                 "limits.maxOrderQuantity",
-                fmt(order.quantity),
-                fmt(limits.max_order_quantity),
-                f"order quantity {fmt(order.quantity)} exceeds maxOrderQuantity "
-                f"{fmt(limits.max_order_quantity)}",
+                format_decimal(order.quantity),
+                format_decimal(limits.max_order_quantity),
+                f"order quantity {format_decimal(order.quantity)} exceeds maxOrderQuantity "
+                f"{format_decimal(limits.max_order_quantity)}",
             )
         )
 
@@ -393,10 +385,10 @@ def order_breaches(
                 Breach(
                     outcomes.ORDER_NOTIONAL_LIMIT,
                     "limits.maxOrderNotional",
-                    fmt(notional),
-                    fmt(limits.max_order_notional),
-                    f"order notional {fmt(notional)} exceeds maxOrderNotional "
-                    f"{fmt(limits.max_order_notional)}",
+                    format_decimal(notional),
+                    format_decimal(limits.max_order_notional),
+                    f"order notional {format_decimal(notional)} exceeds maxOrderNotional "
+                    f"{format_decimal(limits.max_order_notional)}",
                 )
             )
 
@@ -408,7 +400,7 @@ def order_breaches(
         position_notional = abs(after) * mark
         if position_notional > limits.max_position_notional:
             counting = (
-                f" counting {fmt(abs(reserved))} reserved by open {order.side} orders"
+                f" counting {format_decimal(abs(reserved))} reserved by open {order.side} orders"
                 if reserved
                 else ""
             )
@@ -416,11 +408,12 @@ def order_breaches(
                 Breach(
                     outcomes.POSITION_NOTIONAL_LIMIT,
                     "limits.maxPositionNotional",
-                    fmt(position_notional),
-                    fmt(limits.max_position_notional),
-                    f"the account's {order.instrument} position would be {fmt(after)}{counting}, "
-                    f"worth {fmt(position_notional)}, above maxPositionNotional "
-                    f"{fmt(limits.max_position_notional)}",
+                    format_decimal(position_notional),
+                    format_decimal(limits.max_position_notional),
+                    f"the account's {order.instrument} position would be "
+                    f"{format_decimal(after)}{counting}, "
+                    f"worth {format_decimal(position_notional)}, above maxPositionNotional "
+                    f"{format_decimal(limits.max_position_notional)}",
                 )
             )
 
@@ -437,10 +430,11 @@ def order_breaches(
                 Breach(
                     outcomes.DEPLOYMENT_CAPITAL_LIMIT,
                     "capitalAllocation",
-                    fmt(exposure),
-                    fmt(order.capital_allocation),
-                    f"the deployment's gross exposure would be {fmt(exposure)}, above its "
-                    f"capital allocation {fmt(order.capital_allocation)}",
+                    format_decimal(exposure),
+                    format_decimal(order.capital_allocation),
+                    f"the deployment's gross exposure would be {format_decimal(exposure)}, "
+                    "above its "
+                    f"capital allocation {format_decimal(order.capital_allocation)}",
                 )
             )
 
@@ -491,10 +485,10 @@ def deployment_breaches(
             Breach(
                 outcomes.CAPITAL_ALLOCATION_LIMIT,
                 "limits.maxCapitalAllocation",
-                fmt(deployment.capital_allocation),
-                fmt(limit),
-                f"capital allocation {fmt(deployment.capital_allocation)} exceeds "
-                f"maxCapitalAllocation {fmt(limit)}",
+                format_decimal(deployment.capital_allocation),
+                format_decimal(limit),
+                f"capital allocation {format_decimal(deployment.capital_allocation)} exceeds "
+                f"maxCapitalAllocation {format_decimal(limit)}",
             )
         )
     loss = daily_loss_breach(policy, daily_loss)
@@ -509,9 +503,9 @@ def daily_loss_breach(policy: Policy, daily_loss: Decimal) -> Breach | None:
         return Breach(
             outcomes.DAILY_LOSS_LIMIT,
             "limits.dailyLossLimit",
-            fmt(daily_loss),
-            fmt(limit),
-            f"the account has lost {fmt(daily_loss)} today (UTC), above dailyLossLimit "
-            f"{fmt(limit)}",
+            format_decimal(daily_loss),
+            format_decimal(limit),
+            f"the account has lost {format_decimal(daily_loss)} today (UTC), above dailyLossLimit "
+            f"{format_decimal(limit)}",
         )
     return None

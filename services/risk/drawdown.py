@@ -31,9 +31,10 @@ from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
 from services.risk import killswitch, locks, versions
-from services.risk.checks import fmt, pct
+from services.risk.checks import pct
 from services.risk.policy import Policy
-from services.runtime import outbox, outcomes
+from services.runtime import outbox, outcomes, scopes
+from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Outbox
 from services.runtime.timeutil import as_utc, to_timestamp, utcnow
 
@@ -135,7 +136,7 @@ def _load(conn: Connection, tenant_id: str, scope: str, scope_id: str) -> _Row |
 def _save(
     conn: Connection, tenant_id: str, scope: str, scope_id: str, exists: bool, **values: Any
 ) -> None:
-    values = {k: fmt(v) if isinstance(v, Decimal) else v for k, v in values.items()}
+    values = {k: format_decimal(v) if isinstance(v, Decimal) else v for k, v in values.items()}
     if exists:
         conn.execute(
             sa.update(equity_table).where(*_where(tenant_id, scope, scope_id)).values(**values)
@@ -150,7 +151,7 @@ def _save(
 
 def _sum(conn: Connection, tenant_id: str, account_id: str | None) -> Decimal:
     query = sa.select(equity_table.c.equity).where(
-        equity_table.c.tenant_id == tenant_id, equity_table.c.scope == "deployment"
+        equity_table.c.tenant_id == tenant_id, equity_table.c.scope == scopes.DEPLOYMENT
     )
     if account_id is not None:
         query = query.where(equity_table.c.account_id == account_id)
@@ -194,7 +195,7 @@ def record(conn: Connection, box: Outbox, tenant_id: str, report: EquityReport) 
     """Applies one equity report to the deployment, its account and the tenant; trips
     the switch of each scope whose breach is confirmed. Runs inside a write op."""
     locks.hold(conn, locks.tenant_key(tenant_id))
-    deployment = _load(conn, tenant_id, "deployment", report.deployment_id)
+    deployment = _load(conn, tenant_id, scopes.DEPLOYMENT, report.deployment_id)
     if deployment is not None and deployment.reported_at and report.at < deployment.reported_at:
         return Result(applied=False, states=[], tripped=[])
 
@@ -210,24 +211,26 @@ def record(conn: Connection, box: Outbox, tenant_id: str, report: EquityReport) 
 
     for_account, for_tenant = versions.active_policies(conn, tenant_id, report.account_id)
     account_rule, tenant_rule = _rule(for_account), _rule(for_tenant)
-    scopes = (
-        ("deployment", report.deployment_id, account_rule),
-        ("account", report.account_id, account_rule),
-        ("tenant", tenant_id, tenant_rule),
+    tracked = (
+        (scopes.DEPLOYMENT, report.deployment_id, account_rule),
+        (scopes.ACCOUNT, report.account_id, account_rule),
+        (scopes.TENANT, tenant_id, tenant_rule),
     )
     switch_states = {
         (s.scope, s.scope_id): s
-        for s in killswitch.states_of(conn, tenant_id, [(s, i) for s, i, _ in scopes])
+        for s in killswitch.states_of(conn, tenant_id, [(s, i) for s, i, _ in tracked])
     }
     result = Result(applied=True, states=[], tripped=[])
     # The deployment comes first: the account's and tenant's sums include its new equity.
-    for scope, scope_id, rule in scopes:
-        stored = deployment if scope == "deployment" else _load(conn, tenant_id, scope, scope_id)
+    for scope, scope_id, rule in tracked:
+        stored = (
+            deployment if scope == scopes.DEPLOYMENT else _load(conn, tenant_id, scope, scope_id)
+        )
         previous = stored.track if stored else None
-        if scope == "deployment":
+        if scope == scopes.DEPLOYMENT:
             equity = report.equity
         else:
-            equity = _sum(conn, tenant_id, report.account_id if scope == "account" else None)
+            equity = _sum(conn, tenant_id, report.account_id if scope == scopes.ACCOUNT else None)
         threshold = rule.threshold(scope)
         track, breached = advance(previous, equity, inflow, threshold)
         values: dict[str, Any] = {
@@ -236,7 +239,7 @@ def record(conn: Connection, box: Outbox, tenant_id: str, report: EquityReport) 
             "breaches": track.breaches,
             "reported_at": report.at,
         }
-        if scope == "deployment":
+        if scope == scopes.DEPLOYMENT:
             values.update(
                 account_id=report.account_id,
                 capital=report.capital,
@@ -265,10 +268,10 @@ def record(conn: Connection, box: Outbox, tenant_id: str, report: EquityReport) 
             risk_pb2.DrawdownState(
                 scope=scope,
                 scope_id=scope_id,
-                equity=fmt(track.equity),
-                peak_equity=fmt(track.peak),
+                equity=format_decimal(track.equity),
+                peak_equity=format_decimal(track.peak),
                 drawdown=pct(track.drawdown_pct),
-                threshold=fmt(threshold) if threshold is not None else "",
+                threshold=format_decimal(threshold) if threshold is not None else "",
                 confirmations=track.breaches,
                 required_confirmations=rule.confirmations if threshold is not None else 0,
                 engaged=state.engaged,
@@ -282,10 +285,10 @@ def _evidence(
     track: Track, threshold: Decimal | None, label: str, at: datetime
 ) -> risk_pb2.BreachEvidence:
     evidence = risk_pb2.BreachEvidence(
-        peak_equity=fmt(track.peak),
-        equity=fmt(track.equity),
+        peak_equity=format_decimal(track.peak),
+        equity=format_decimal(track.equity),
         drawdown=pct(track.drawdown_pct),
-        threshold=fmt(threshold) if threshold is not None else "",
+        threshold=format_decimal(threshold) if threshold is not None else "",
         policy_version=label,
         confirmations=track.breaches,
     )
@@ -307,8 +310,9 @@ def _trip(
     at: datetime,
 ) -> risk_pb2.KillSwitch:
     reason = (
-        f"drawdown {pct(track.drawdown_pct)}% from peak {fmt(track.peak)} (equity "
-        f"{fmt(track.equity)}) exceeded maxDrawdownPct {fmt(threshold)} on {track.breaches} "
+        f"drawdown {pct(track.drawdown_pct)}% from peak {format_decimal(track.peak)} (equity "
+        f"{format_decimal(track.equity)}) exceeded maxDrawdownPct {format_decimal(threshold)} "
+        f"on {track.breaches} "
         "consecutive equity reports"
     )
     state, _ = killswitch.engage(
@@ -339,12 +343,16 @@ def _audit(
 ) -> None:
     if outcome == outcomes.DRAWDOWN_BREACH:
         reason = (
-            f"drawdown {pct(track.drawdown_pct)}% above maxDrawdownPct {fmt(threshold)}: "
+            f"drawdown {pct(track.drawdown_pct)}% above maxDrawdownPct "
+            f"{format_decimal(threshold)}: "
             f"confirmation {track.breaches} of {rule.confirmations}"
         )
     else:
-        reason = f"drawdown {pct(track.drawdown_pct)}% back within maxDrawdownPct {fmt(threshold)}"
-    ids = {"deployment": {"deployment_id": scope_id}, "account": {"account_id": scope_id}}
+        reason = (
+            f"drawdown {pct(track.drawdown_pct)}% back within maxDrawdownPct "
+            f"{format_decimal(threshold)}"
+        )
+    ids = {scopes.DEPLOYMENT: {"deployment_id": scope_id}, scopes.ACCOUNT: {"account_id": scope_id}}
     box.add(
         conn,
         outbox.event(
@@ -357,10 +365,10 @@ def _audit(
             data={
                 "scope": scope,
                 "scopeId": scope_id,
-                "equity": fmt(track.equity),
-                "peakEquity": fmt(track.peak),
+                "equity": format_decimal(track.equity),
+                "peakEquity": format_decimal(track.peak),
                 "drawdown": pct(track.drawdown_pct),
-                "threshold": fmt(threshold),
+                "threshold": format_decimal(threshold),
                 "confirmations": track.breaches,
                 "requiredConfirmations": rule.confirmations,
             },
@@ -379,7 +387,8 @@ def evidence_now(
     stored = _load(conn, tenant_id, scope, scope_id)
     if stored is None:
         evidence = risk_pb2.BreachEvidence(
-            policy_version=rule.label, threshold=fmt(threshold) if threshold is not None else ""
+            policy_version=rule.label,
+            threshold=format_decimal(threshold) if threshold is not None else "",
         )
         ts = to_timestamp(utcnow())
         if ts is not None:
@@ -404,7 +413,7 @@ def daily_loss(conn: Connection, tenant_id: str, account_id: str, day: str) -> D
     rows = conn.execute(
         sa.select(equity_table.c.day_start_equity, equity_table.c.equity).where(
             equity_table.c.tenant_id == tenant_id,
-            equity_table.c.scope == "deployment",
+            equity_table.c.scope == scopes.DEPLOYMENT,
             equity_table.c.account_id == account_id,
             equity_table.c.day == day,
         )
@@ -416,6 +425,8 @@ def daily_loss(conn: Connection, tenant_id: str, account_id: str, day: str) -> D
 def account_of(conn: Connection, tenant_id: str, deployment_id: str) -> str:
     """The account a deployment reported equity under; "" when it never reported."""
     value = conn.execute(
-        sa.select(equity_table.c.account_id).where(*_where(tenant_id, "deployment", deployment_id))
+        sa.select(equity_table.c.account_id).where(
+            *_where(tenant_id, scopes.DEPLOYMENT, deployment_id)
+        )
     ).scalar()
     return str(value) if value is not None else ""

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,8 +33,8 @@ from gate4.execution.v1 import execution_pb2
 from services.risk import killswitch, locks
 from services.runtime import correlation, deadlines, errors
 from services.runtime.outbox import Outbox
+from services.runtime.resilience import SYSTEM, Clock, RetryPolicy, Worker
 from services.runtime.storage import Database
-from services.runtime.timeutil import utcnow
 
 if TYPE_CHECKING:
     from gate4.execution.v1.execution_pb2_grpc import ExecutionServiceAsyncStub
@@ -44,8 +43,10 @@ log = logging.getLogger("gate4.risk.enforcement")
 
 # Long enough for execution to cancel every open order in scope and flatten positions.
 CALL_TIMEOUT_SECONDS = 30.0
-RETRY_INTERVAL_SECONDS = 2.0
-MAX_BACKOFF_SECONDS = 60.0
+#: Retrying unenforced engagements (GATE4_RISK_ENFORCEMENT_RETRY_SECONDS and
+#: GATE4_RISK_ENFORCEMENT_MAX_BACKOFF_SECONDS): the loop looks every `initial` seconds; one
+#: engagement is asked again after 2 s, 4 s, 8 s ... at most 60 s.
+RETRY = RetryPolicy(initial=2.0, multiplier=2.0, max_delay=60.0)
 # A pending enforcement older than this lost its caller (the process died): retry it.
 PENDING_GRACE = timedelta(seconds=10)
 # A claim outlives the call by this much, so recording the answer fits in the lease.
@@ -74,6 +75,8 @@ class Enforcer:
         *,
         call_timeout: float = CALL_TIMEOUT_SECONDS,
         owner: str = "",
+        retry: RetryPolicy = RETRY,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.db = db
         self.outbox = box
@@ -81,8 +84,11 @@ class Enforcer:
         self.call_timeout = call_timeout
         #: Names this process in the claims it takes.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.retry = retry
+        self.clock = clock
         self._tasks: set[asyncio.Task[bool]] = set()
-        self._loop: asyncio.Task[None] | None = None
+        #: The background loop retrying what is due; the service starts and stops it.
+        self.retries = Retries(self)
         # Per engagement: failed attempts so far and when to try next (exponential backoff).
         self._backoff: dict[tuple[str, str, str, int], tuple[int, float]] = {}
 
@@ -97,7 +103,9 @@ class Enforcer:
         try:
             claimed = await locks.retry(
                 lambda: self.db.write(
-                    lambda c: killswitch.claim(c, job, owner=self.owner, now=utcnow(), lease=lease)
+                    lambda c: killswitch.claim(
+                        c, job, owner=self.owner, now=self.clock.now(), lease=lease
+                    )
                 )
             )
         except Exception:  # the loop retries; nothing was asked of execution
@@ -117,7 +125,7 @@ class Enforcer:
         try:
             reply = await self.execution.EnforceKillSwitch(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            error = errors.from_rpc_error(exc)
+            error = errors.from_peer("execution", exc)
             code = error.error_code()
             data = {"code": code}
             # Cut short by our own caller's deadline, execution carries on: not a failure.
@@ -152,7 +160,7 @@ class Enforcer:
                         detail=detail,
                         data=data,
                         owner=self.owner,
-                        now=utcnow(),
+                        now=self.clock.now(),
                     )
                 )
             )
@@ -172,23 +180,21 @@ class Enforcer:
 
     # -- retries ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._loop = asyncio.create_task(self._retry_forever())
-
-    async def stop(self) -> None:
-        tasks: list[asyncio.Task[Any]] = [t for t in (self._loop, *self._tasks) if t is not None]
+    async def cancel_background(self) -> None:
+        """Ends the enforcements still running in the background (shutting down: the
+        claims lapse and the next process to retry asks execution for the answer)."""
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._loop = None
 
     async def retry_once(self, *, force: bool = False) -> int:
         """Retries every unenforced engagement that is due; returns how many it tried."""
-        now = utcnow()
+        now = self.clock.now()
         jobs = await self.db.read(lambda c: killswitch.unenforced(c, now - PENDING_GRACE, now))
-        clock = time.monotonic()
+        clock = self.clock.monotonic()
         due = {(j.tenant_id, j.scope, j.scope_id, j.generation): j for j in jobs}
         self._backoff = {k: v for k, v in self._backoff.items() if k in due}
         tried = 0
@@ -204,14 +210,28 @@ class Enforcer:
             if not called:
                 continue  # another process holds it, or it is done
             tried += 1
-            delay = min(RETRY_INTERVAL_SECONDS * 2**failures, MAX_BACKOFF_SECONDS)
-            self._backoff[key] = (failures + 1, time.monotonic() + delay)
+            failures += 1
+            self._backoff[key] = (failures, self.clock.monotonic() + self.retry.delay(failures))
         return tried
 
-    async def _retry_forever(self) -> None:
-        while True:
-            await asyncio.sleep(RETRY_INTERVAL_SECONDS)
-            try:
-                await self.retry_once()
-            except Exception:
-                log.exception("kill-switch enforcement retry failed")
+
+class Retries(Worker):
+    """Retries what is due every `retry.initial` seconds; stopping it also ends the
+    enforcements still running in the background."""
+
+    def __init__(self, enforcer: Enforcer) -> None:
+        super().__init__(
+            "risk-enforcement-retries",
+            interval=enforcer.retry.initial,
+            clock=enforcer.clock,
+            wait_first=True,
+            logger=log,
+        )
+        self.enforcer = enforcer
+
+    async def step(self) -> bool:
+        await self.enforcer.retry_once()
+        return False
+
+    async def stopped(self) -> None:
+        await self.enforcer.cancel_background()

@@ -34,7 +34,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from services.risk import ledger, reservations
-from services.risk.checks import OrderContext, fmt, worst_case
+from services.risk.checks import OrderContext, worst_case
+from services.runtime.decimals import format_decimal
 
 ZERO = Decimal(0)
 
@@ -115,10 +116,10 @@ def evidence(order: OrderContext) -> dict[str, Any]:
     """The figures a decision counted, for its audit record."""
     return {
         "source": "ledger" if order.positions else "intent",
-        "position": fmt(order.position),
-        "accountPosition": fmt(order.account_position),
-        "openBuys": fmt(order.open_buys),
-        "openSells": fmt(order.open_sells),
+        "position": format_decimal(order.position),
+        "accountPosition": format_decimal(order.account_position),
+        "openBuys": format_decimal(order.open_buys),
+        "openSells": format_decimal(order.open_sells),
         "openOrders": order.account_open_orders,
-        "deploymentExposure": fmt(order.deployment_gross_exposure),
+        "deploymentExposure": format_decimal(order.deployment_gross_exposure),
     }

@@ -8,7 +8,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from services.risk import drawdown, killswitch
-from services.runtime import metrics
+from services.runtime import metrics, scopes
 from services.runtime.storage import Database
 
 Sample = tuple[tuple[str, ...], float]
@@ -25,7 +25,9 @@ def engaged_switches(conn: sa.Connection) -> list[Sample]:
 def deployment_drawdowns(conn: sa.Connection) -> list[Sample]:
     e = drawdown.equity_table.c
     rows = conn.execute(
-        sa.select(e.tenant_id, e.scope_id, e.equity, e.peak_equity).where(e.scope == "deployment")
+        sa.select(e.tenant_id, e.scope_id, e.equity, e.peak_equity).where(
+            e.scope == scopes.DEPLOYMENT
+        )
     ).all()
     return [
         (
@@ -39,14 +41,14 @@ def deployment_drawdowns(conn: sa.Connection) -> list[Sample]:
 def deployment_drawdown_limits(conn: sa.Connection) -> list[Sample]:
     e = drawdown.equity_table.c
     rows = conn.execute(
-        sa.select(e.tenant_id, e.scope_id, e.account_id).where(e.scope == "deployment")
+        sa.select(e.tenant_id, e.scope_id, e.account_id).where(e.scope == scopes.DEPLOYMENT)
     ).all()
     limits: dict[tuple[str, str], Decimal | None] = {}
     out: list[Sample] = []
     for t, d, account in rows:
         key = (str(t), str(account))
         if key not in limits:
-            limits[key] = drawdown.rule_for(conn, *key).threshold("deployment")
+            limits[key] = drawdown.rule_for(conn, *key).threshold(scopes.DEPLOYMENT)
         limit = limits[key]
         if limit is not None:
             out.append(((str(t), str(d)), float(limit)))

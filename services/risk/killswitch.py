@@ -27,12 +27,11 @@ from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
 from services.risk import locks
-from services.runtime import correlation, errors, outbox, outcomes
+from services.runtime import correlation, errors, outbox, outcomes, scopes
 from services.runtime.outbox import Outbox
 from services.runtime.timeutil import to_timestamp, utcnow
 from services.runtime.validation import ID_RE
 
-SCOPES = ("tenant", "account", "deployment")
 MANUAL = "manual"
 DRAWDOWN = "drawdown"
 # Enforcement states of the current engagement.
@@ -82,17 +81,17 @@ class Enforcement:
 
 
 def check_ref(tenant_id: str, scope: str, scope_id: str) -> None:
-    if scope not in SCOPES:
+    if scope not in scopes.SCOPES:
         raise errors.ValidationFailed(
             f"unknown kill-switch scope {scope!r}",
-            field_errors=[errors.FieldError("scope", f"one of {', '.join(SCOPES)}")],
+            field_errors=[errors.FieldError("scope", f"one of {', '.join(scopes.SCOPES)}")],
         )
     if not scope_id:
         raise errors.ValidationFailed(
             "kill-switch scope id is required",
             field_errors=[errors.FieldError("scopeId", "required")],
         )
-    if scope == "tenant":
+    if scope == scopes.TENANT:
         if scope_id != tenant_id:
             # Another tenant's switch does not exist as far as this caller can tell.
             raise errors.NotFound(f"no kill switch for tenant {scope_id!r}")
@@ -164,7 +163,11 @@ def engaged_for(
     states = states_of(
         conn,
         tenant_id,
-        [("tenant", tenant_id), ("account", account_id), ("deployment", deployment_id)],
+        [
+            (scopes.TENANT, tenant_id),
+            (scopes.ACCOUNT, account_id),
+            (scopes.DEPLOYMENT, deployment_id),
+        ],
     )
     return next((s for s in states if s.engaged), None)
 
@@ -193,9 +196,9 @@ def states_of(
 
 def _ids(scope: str, scope_id: str) -> dict[str, str]:
     """Audit correlation fields for the scope, so events are queryable by account/deployment."""
-    if scope == "deployment":
+    if scope == scopes.DEPLOYMENT:
         return {"deployment_id": scope_id}
-    if scope == "account":
+    if scope == scopes.ACCOUNT:
         return {"account_id": scope_id}
     return {}
 

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from services.risk.checks import Position, fmt
+from services.risk.checks import Position
+from services.runtime.decimals import format_decimal
 
 ZERO = Decimal(0)
 
@@ -59,8 +60,8 @@ def merge(
             "deployment_id": s.deployment_id,
             "instrument": s.instrument,
             "account_id": account_id,
-            "quantity": fmt(s.quantity),
-            "price": fmt(s.price) if s.price is not None else "",
+            "quantity": format_decimal(s.quantity),
+            "price": format_decimal(s.price) if s.price is not None else "",
             "version": s.version,
             "updated_at": now,
         }

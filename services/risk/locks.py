@@ -14,20 +14,22 @@ already serialises every writer of the file, so no lock is needed.
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from services.runtime import resilience
+from services.runtime.resilience import SYSTEM, Clock, RetryPolicy
+
 T = TypeVar("T")
 
 # First key of the two-key advisory lock space, so risk's keys never meet anyone else's.
 NAMESPACE = 0x52534B  # "RSK"
-RETRY_SECONDS = 3.0
+#: Running an op again while another process holds its key: short pauses, jittered so two
+#: processes retrying one key do not keep colliding, for at most 3 s (within a call's budget).
+RETRY = RetryPolicy(initial=0.002, multiplier=2.0, max_delay=0.05, jitter=0.5, max_elapsed=3.0)
 
 
 class Contended(Exception):
@@ -54,16 +56,9 @@ def tenant_key(tenant_id: str) -> str:
     return f"tenant:{tenant_id}"
 
 
-async def retry(attempt: Callable[[], Awaitable[T]], within: float = RETRY_SECONDS) -> T:
-    """Runs attempt until it does not raise Contended; re-raises after `within` seconds."""
-    deadline = time.monotonic() + within
-    pause = 0.002
-    while True:
-        try:
-            return await attempt()
-        except Contended:
-            if time.monotonic() >= deadline:
-                raise
-            # Jitter, so two processes retrying the same key do not keep colliding.
-            await asyncio.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 0.05)
+async def retry(
+    attempt: Callable[[], Awaitable[T]], policy: RetryPolicy = RETRY, *, clock: Clock = SYSTEM
+) -> T:
+    """Runs attempt until it does not raise Contended; re-raises once the policy's budget
+    is spent."""
+    return await resilience.retry(attempt, policy, on=Contended, clock=clock)

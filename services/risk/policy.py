@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -19,12 +19,12 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from services.runtime import canonical
+from services.runtime import canonical, scopes
+from services.runtime.decimals import parse_decimal
 
 SCHEMA_ID = "risk-policy.v1"
 #: The published policy schema, shipped inside the `services.risk` package.
 SCHEMA: Traversable = files("services.risk") / "risk-policy.v1.schema.json"
-SCOPES = ("deployment", "account", "tenant")
 HUNDRED = Decimal(100)
 # Decimal limits (JSON pointer below /limits) that must be greater than zero.
 POSITIVE_LIMITS = (
@@ -156,7 +156,7 @@ def parse(document: Any) -> Policy:
             max_drawdown_pct=Decimal(kill["maxDrawdownPct"]),
             confirmations=int(kill["confirmations"]),
             flatten_on_trip=bool(kill["flattenOnTrip"]),
-            scopes=frozenset(kill.get("scopes", SCOPES)),
+            scopes=frozenset(kill.get("scopes", scopes.SCOPES)),
         ),
     )
 
@@ -227,13 +227,8 @@ def _problems(error: ValidationError) -> list[Problem]:
 
 
 def _decimal(value: Any) -> Decimal | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
+    """A policy writes its decimals as strings; the schema has already said so if not."""
+    return parse_decimal(value) if isinstance(value, str) else None
 
 
 def _coherence(doc: Any) -> list[Problem]:

@@ -44,6 +44,7 @@ from services.risk.checks import Breach, DeploymentContext, OrderContext
 from services.risk.policy import Policy
 from services.risk.reservations import Reservation
 from services.runtime import outbox, outcomes
+from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Outbox
 from services.runtime.timeutil import utcnow
 from services.runtime.validation import ID_RE
@@ -224,7 +225,7 @@ def _void(conn: Connection, box: Outbox, previous: Reservation, superseded_by: s
                 "supersededBy": superseded_by,
                 "previousOutcome": previous.outcome,
                 "previousState": previous.state,
-                "releasedQuantity": checks.fmt(released),
+                "releasedQuantity": format_decimal(released),
             },
         ),
     )

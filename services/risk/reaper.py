@@ -18,8 +18,6 @@ acts on the same open decision, so each order is released once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,8 +33,8 @@ from services.risk import locks, reservations, settlement
 from services.risk.reservations import Reservation
 from services.runtime import correlation, errors
 from services.runtime.outbox import Outbox
+from services.runtime.resilience import SYSTEM, Clock, Periodic
 from services.runtime.storage import Database
-from services.runtime.timeutil import utcnow
 
 if TYPE_CHECKING:
     from gate4.execution.v1.execution_pb2_grpc import ExecutionServiceAsyncStub
@@ -72,17 +70,28 @@ class Reaper:
         *,
         check_after: timedelta,
         release_after: timedelta,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.db = db
         self.outbox = box
         self.execution = execution
         self.check_after = check_after
         self.release_after = max(release_after, check_after)
-        self._loop: asyncio.Task[None] | None = None
+        self.clock = clock
+        #: A pass every `check_after` (the first one `check_after` after start: a restart
+        #: does not ask about what a previous run's pass just asked about).
+        self.worker = Periodic(
+            "risk-reservation-reaper",
+            self.reap_once,
+            interval=check_after.total_seconds(),
+            clock=clock,
+            wait_first=True,
+            logger=log,
+        )
 
     async def reap_once(self, now: datetime | None = None) -> Pass:
         """One pass over the reservations due at `now` (default: the current time)."""
-        at = now or utcnow()
+        at = now or self.clock.now()
         due = await self.db.read(lambda c: reservations.stale(c, at - self.check_after, BATCH * 10))
         by_tenant: dict[str, list[Reservation]] = {}
         for held in due:
@@ -112,7 +121,7 @@ class Reaper:
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         except grpc.aio.AioRpcError as exc:
-            error = errors.from_rpc_error(exc)
+            error = errors.from_peer("execution", exc)
             log.warning(
                 "execution could not report settlements; reservations are kept",
                 extra={"tenant_id": tenant, "code": error.error_code()},
@@ -168,23 +177,3 @@ class Reaper:
             )
 
         return await locks.retry(lambda: self.db.write(op))
-
-    # -- the loop -------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._loop = asyncio.create_task(self._reap_forever())
-
-    async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
-
-    async def _reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.check_after.total_seconds())
-            try:
-                await self.reap_once()
-            except Exception:
-                log.exception("reservation reaper pass failed")

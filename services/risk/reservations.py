@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from services.risk.checks import fmt
+from services.runtime.decimals import format_decimal, stored_decimal
 from services.runtime.timeutil import as_utc
 
 ZERO = Decimal(0)
@@ -83,11 +83,6 @@ class Reservation:
         return max(ZERO, self.quantity - self.filled) if self.state == OPEN else ZERO
 
 
-def _decimal(value: object) -> Decimal:
-    text = str(value or "")
-    return Decimal(text) if text else ZERO
-
-
 def _reservation(row: sa.Row[tuple[object, ...]]) -> Reservation:
     m = row._mapping
     price = str(m["price"] or "")
@@ -98,9 +93,9 @@ def _reservation(row: sa.Row[tuple[object, ...]]) -> Reservation:
         deployment_id=str(m["deployment_id"]),
         instrument=str(m["instrument"]),
         side=str(m["side"]),
-        quantity=_decimal(m["quantity"]),
+        quantity=stored_decimal(m["quantity"]),
         price=Decimal(price) if price else None,
-        filled=_decimal(m["filled_quantity"]),
+        filled=stored_decimal(m["filled_quantity"]),
         decision_id=str(m["decision_id"]),
         outcome=str(m["outcome"]),
         policy_version=str(m["policy_version"]),
@@ -160,8 +155,8 @@ def record(
         "deployment_id": decided.deployment_id,
         "instrument": decided.instrument,
         "side": decided.side,
-        "quantity": fmt(decided.quantity),
-        "price": fmt(decided.price) if decided.price is not None else "",
+        "quantity": format_decimal(decided.quantity),
+        "price": format_decimal(decided.price) if decided.price is not None else "",
         "filled_quantity": "0",
         "decision_id": decided.decision_id,
         "outcome": decided.outcome,
@@ -195,7 +190,9 @@ def advance(
             orders.c.decision_id == held.decision_id,
             orders.c.state == OPEN,
         )
-        .values(filled_quantity=fmt(max(filled, held.filled)), state=state, updated_at=now)
+        .values(
+            filled_quantity=format_decimal(max(filled, held.filled)), state=state, updated_at=now
+        )
     )
     return result.rowcount == 1
 

@@ -24,10 +24,11 @@ from services.risk import (
     versions,
 )
 from services.risk.enforcement import Enforcer
-from services.runtime import correlation, deadlines, errors, outbox, outcomes
+from services.runtime import correlation, deadlines, errors, outbox, outcomes, roles, scopes
 from services.runtime.outbox import Outbox
+from services.runtime.resilience import SYSTEM, Clock
 from services.runtime.storage import Database
-from services.runtime.timeutil import as_utc, to_timestamp, utcnow
+from services.runtime.timeutil import as_utc, to_timestamp
 from services.runtime.validation import Checker
 
 log = logging.getLogger("gate4.risk")
@@ -37,7 +38,6 @@ Context = aio.ServicerContext[object, object]
 # A page of versions, as for every list of the API: 1..500, 100 when not asked.
 DEFAULT_VERSIONS = 100
 MAX_VERSIONS = 500
-RISK_OFFICER = "risk-officer"
 REASON_MAX = 500
 # Seconds an engage keeps for reading and answering after its inline enforcement.
 ANSWER_MARGIN = 1.0
@@ -93,10 +93,14 @@ def _signed(check: Checker, field: str, value: str, *, required: bool) -> Decima
 
 
 class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
-    def __init__(self, db: Database, box: Outbox, enforcer: Enforcer) -> None:
+    def __init__(
+        self, db: Database, box: Outbox, enforcer: Enforcer, *, clock: Clock = SYSTEM
+    ) -> None:
         self.db = db
         self.outbox = box
         self.enforcer = enforcer
+        #: The time decisions (the order-rate window), equity reports and settlements are at.
+        self.clock = clock
 
     async def _serialised(self, op: Callable[[Connection], T]) -> T:
         """A write op that takes a lock (services.risk.locks), retried while contended."""
@@ -149,7 +153,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
     async def PutPolicy(
         self, request: risk_pb2.PutPolicyRequest, context: Context
     ) -> risk_pb2.PolicyVersion:
-        _require_role(RISK_OFFICER, "change the risk policy")
+        _require_role(roles.RISK_OFFICER, "change the risk policy")
         corr = correlation.current()
         check = Checker()
         check.id("accountId", request.account_id, required=False)
@@ -242,7 +246,9 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         """The decision, audited; if risk cannot decide, an audited no."""
         try:
             decision = await locks.retry(
-                lambda: self.db.write(lambda c: pretrade.decide(c, self.outbox, command, utcnow()))
+                lambda: self.db.write(
+                    lambda c: pretrade.decide(c, self.outbox, command, self.clock.now())
+                )
             )
         except errors.Gate4Error:
             raise  # e.g. the audit backlog is full: nothing can be recorded, so nothing runs
@@ -356,7 +362,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             deployment_id=request.deployment_id,
             equity=equity,
             capital=equity - realized - unrealized,
-            at=as_utc(request.at.ToDatetime()) if request.HasField("at") else utcnow(),
+            at=as_utc(request.at.ToDatetime()) if request.HasField("at") else self.clock.now(),
         )
 
         def op(conn: Connection) -> drawdown.Result:
@@ -388,7 +394,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         tenant = correlation.current().tenant_id
         parsed = settlement.parse(request)
         applied = await self._serialised(
-            lambda c: settlement.apply(c, self.outbox, tenant, parsed, utcnow())
+            lambda c: settlement.apply(c, self.outbox, tenant, parsed, self.clock.now())
         )
         if applied.changed:
             self.outbox.notify()
@@ -415,7 +421,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
     async def EngageKillSwitch(
         self, request: risk_pb2.EngageKillSwitchRequest, context: Context
     ) -> risk_pb2.KillSwitch:
-        _require_role(RISK_OFFICER, "engage a kill switch")
+        _require_role(roles.RISK_OFFICER, "engage a kill switch")
         corr = correlation.current()
         ref = request.ref
         killswitch.check_ref(corr.tenant_id, ref.scope, ref.scope_id)
@@ -426,10 +432,10 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             self.outbox.ensure_capacity(conn, outbox.Headroom.RESERVE)
             locks.hold(conn, locks.tenant_key(corr.tenant_id))
             # The policy that governs the scope: the account's own or the tenant-wide one.
-            if ref.scope == "deployment":
+            if ref.scope == scopes.DEPLOYMENT:
                 account = drawdown.account_of(conn, corr.tenant_id, ref.scope_id)
             else:
-                account = ref.scope_id if ref.scope == "account" else ""
+                account = ref.scope_id if ref.scope == scopes.ACCOUNT else ""
             rule = drawdown.rule_for(conn, corr.tenant_id, account)
             evidence = drawdown.evidence_now(conn, corr.tenant_id, ref.scope, ref.scope_id, rule)
             return killswitch.engage(
@@ -467,7 +473,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
     async def ReleaseKillSwitch(
         self, request: risk_pb2.ReleaseKillSwitchRequest, context: Context
     ) -> risk_pb2.KillSwitch:
-        _require_role(RISK_OFFICER, "release a kill switch")
+        _require_role(roles.RISK_OFFICER, "release a kill switch")
         corr = correlation.current()
         ref = request.ref
         killswitch.check_ref(corr.tenant_id, ref.scope, ref.scope_id)

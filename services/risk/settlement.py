@@ -27,9 +27,10 @@ from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
 from services.risk import ledger, locks, reservations
-from services.risk.checks import Position, fmt
+from services.risk.checks import Position
 from services.risk.reservations import Reservation
 from services.runtime import outbox, outcomes
+from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Outbox
 from services.runtime.validation import Checker
 
@@ -162,8 +163,8 @@ def _audit_unexecuted(conn: Connection, box: Outbox, held: Reservation, reason: 
                 "decisionId": held.decision_id,
                 "instrument": held.instrument,
                 "side": held.side,
-                "quantity": fmt(held.quantity),
-                "releasedQuantity": fmt(held.remaining),
+                "quantity": format_decimal(held.quantity),
+                "releasedQuantity": format_decimal(held.remaining),
             },
         ),
     )

@@ -1,15 +1,19 @@
-"""What every domain service shares: its database, migrations, outbox and peer channels."""
+"""What every domain service shares: its database, migrations, outbox, peer channels and
+background workers (services/runtime/resilience.py), started and stopped one way."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
 from services.runtime.clients import channel
 from services.runtime.config import Settings, get_settings
-from services.runtime.outbox import Outbox
+from services.runtime.outbox import SHIP_RETRY, Outbox
+from services.runtime.resilience import Worker
 from services.runtime.storage import Database
 from services.runtime.storage.migrations import migrate
 
@@ -41,8 +45,11 @@ class BaseService:
             # Stable across restarts of this replica (one address per host), so a restarted
             # process takes back what its crashed run had claimed.
             shipper_id=f"{socket.gethostname()}/{self.name}@{self.settings.service_addr(self.name)}",
+            retry=dataclasses.replace(SHIP_RETRY, max_delay=self.settings.outbox_retry_max_seconds),
         )
         self.channels: dict[str, grpc.aio.Channel] = {}
+        #: The service's background workers running, in the order they started.
+        self.running: list[Worker] = []
 
     async def start(self, server: grpc.aio.Server) -> None:
         if self.settings.migrate_on_start:
@@ -58,12 +65,28 @@ class BaseService:
         if self.uses_outbox:
             self.outbox.start(self.channels["audit"])
         self.register(server)
+        for worker in self.workers():
+            worker.start()
+            self.running.append(worker)
 
     def register(self, server: grpc.aio.Server) -> None:
         raise NotImplementedError
 
+    def workers(self) -> Sequence[Worker]:
+        """The service's background loops, started once its servicers are registered."""
+        return ()
+
+    async def stopped(self) -> None:
+        """After the workers have stopped, while peers, the database and the outbox's
+        shipper still run: a service's last words (its own cleanup) still ship."""
+
     async def stop(self) -> None:
-        await self.outbox.stop()
+        # Each worker finishes the step under way (bounded), last started first; the
+        # outbox's shipper last, so what they recorded may still ship.
+        while self.running:
+            await self.running.pop().drain()
+        await self.stopped()
+        await self.outbox.drain()
         for ch in self.channels.values():
             await ch.close()
         self.db.close()

@@ -27,7 +27,6 @@ import jwt
 from services.runtime import errors
 from services.runtime.config import Settings
 
-ROLES = ("viewer", "trader", "risk-officer", "sre")
 API_KEY_PREFIX = "g4k"
 
 

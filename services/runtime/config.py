@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import timedelta
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("audit", "risk", "execution", "conversation")
@@ -26,6 +28,8 @@ IDENTITIES = ("gateway", *SERVICES)
 DEV_JWT_SECRET = "gate4-dev-only-jwt-secret-change-me-in-production"  # noqa: S105
 DEV_SERVICE_TOKENS = {name: f"gate4-dev-only-{name}-service-token" for name in IDENTITIES}
 _DIGEST_ENTRY = re.compile(r"^([a-z]+)=([0-9a-f]{64})$")
+#: Idempotency keys are kept at least this long: the public contract promises 24 hours.
+MIN_IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 
 def token_digest(token: str) -> str:
@@ -138,9 +142,59 @@ class Settings(BaseSettings):
     jwt_audience: str = "gate4-platform"
     jwt_leeway_seconds: int = Field(default=30, ge=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
+    # An unknown key's refusal is cached too (a typo should not hammer the database), never
+    # longer than a known key's lookup.
+    api_key_negative_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     # Verified bearer tokens the gateway keeps (by SHA-256, until their `exp`), so a client's
     # token is checked once, not on every request; 0: every request verifies its token.
     token_cache_size: int = Field(default=4096, ge=0)
+
+    # Idempotency keys (services/runtime/idempotency.py), of execution's commands and of
+    # conversation's turns alike: a running command holds its key (and a pending order its
+    # venue slot) for the lease before another attempt may take it over; completed keys are
+    # kept for the lifetime, then purged. The names predate conversation's use of them.
+    execution_idempotency_ttl_seconds: int = Field(
+        default=MIN_IDEMPOTENCY_TTL_SECONDS, ge=MIN_IDEMPOTENCY_TTL_SECONDS, le=30 * 24 * 3600
+    )
+    execution_command_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    # Execution (docs/portal/operations/gate4-orchestrator-controls.md, "Configuration").
+    execution_reconcile_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    execution_cleanup_interval_seconds: float = Field(default=600.0, gt=0, le=86400)
+    # How long a deployment read may show risk's kill switches as last fetched (each process
+    # asks risk at most once per period and tenant; enforcement refreshes at once), and how
+    # long that read waits for risk (past it the read shows the switches as unknown).
+    execution_switch_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    execution_switch_read_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    # How often a stop still at work at its answer deadline looks whether it has begun (then
+    # it answers 202); the wait is bounded by the same deadline, so short polls cost little.
+    execution_stop_poll_seconds: float = Field(default=0.01, gt=0, le=1)
+    # The orchestrator's retry budget (per deployment, per process).
+    execution_retry_max_attempts: int = Field(default=4, ge=1, le=20)
+    execution_retry_base_seconds: float = Field(default=0.1, ge=0, le=60)
+    execution_retry_max_backoff_seconds: float = Field(default=2.0, ge=0, le=300)
+    execution_retry_budget_capacity: float = Field(default=10.0, ge=0, le=1000)
+    execution_retry_budget_refill_per_second: float = Field(default=0.2, ge=0, le=100)
+    # Paper venue: market-order slippage against the taker, the largest quantity one fill may
+    # have (0: unlimited; the rest waits for later marks), and simulated faults as a JSON
+    # object, account id (or "*") -> a fault for every attempt ("timeout", "lost_ack",
+    # "reject") or a list of per-attempt faults ("ok": none). Faults: tests and demos only.
+    paper_venue_slippage_bps: Decimal = Field(default=Decimal(0), ge=0, le=1000)
+    paper_venue_max_fill_quantity: Decimal = Field(default=Decimal(0), ge=0)
+    paper_venue_faults: str = ""
+    # Test hooks (services/execution/faults.py), refused when GATE4_ENV=prod.
+    fault_crash_after_commit: str = ""
+    fault_crash_after_venue: str = ""
+
+    # -- retry policies (services/runtime/resilience.py; README.md, "Configuration")
+    # Risk's kill-switch enforcement: the retry loop's interval and first backoff, and the
+    # longest it waits before asking execution again about one engagement.
+    risk_enforcement_retry_seconds: float = Field(default=2.0, gt=0)
+    risk_enforcement_max_backoff_seconds: float = Field(default=60.0, gt=0)
+    # Longest pause of an outbox shipper between attempts while audit is unreachable.
+    outbox_retry_max_seconds: float = Field(default=5.0, gt=0)
+    # Longest pause of conversation's notification feed before it resubscribes to audit.
+    notifications_retry_max_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("service_token_digests")
     @classmethod
@@ -158,6 +212,22 @@ class Settings(BaseSettings):
                 raise ValueError("two identities share one token: callers cannot be told apart")
             seen[match.group(1)] = match.group(2)
         return value
+
+    @model_validator(mode="after")
+    def _release_outlasts_the_command_lease(self) -> Settings:
+        # Risk releases an approved order execution never recorded; while a command still
+        # holds its lease, execution may yet record it.
+        if self.risk_reservation_release_seconds <= self.execution_command_lease_seconds:
+            raise ValueError(
+                "GATE4_RISK_RESERVATION_RELEASE_SECONDS must exceed "
+                "GATE4_EXECUTION_COMMAND_LEASE_SECONDS"
+            )
+        return self
+
+    @property
+    def command_lease(self) -> timedelta:
+        """How long a running command holds its key, or a pending order its venue slot."""
+        return timedelta(seconds=self.execution_command_lease_seconds)
 
     def service_token_of(self, identity: str) -> str:
         token: str = getattr(self, f"{identity}_service_token")

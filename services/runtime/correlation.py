@@ -14,13 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
-# gRPC metadata keys (lower case, as gRPC requires).
-MD_REQUEST_ID = "x-request-id"
-MD_TENANT_ID = "x-tenant-id"
-MD_USER_ID = "x-user-id"
-MD_CHANNEL = "x-channel"
-MD_ROLES = "x-roles"
-MD_SERVICE_TOKEN = "x-gate4-service-token"  # noqa: S105 - a header name, not a secret
+from services.runtime.metadata import MD_CHANNEL, MD_REQUEST_ID, MD_ROLES, MD_TENANT_ID, MD_USER_ID
 
 # W3C baggage keys.
 BAGGAGE_KEYS = {

@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-#: gRPC metadata key of the caller's absolute deadline (Unix time in seconds).
-MD_DEADLINE = "x-gate4-deadline"
 #: The shortest timeout an outgoing call gets once the budget is spent: it fails at once.
 SPENT = 0.001
 

@@ -9,7 +9,7 @@ gRPC -> HTTP table, so 422 and 423 survive a hop that gRPC itself cannot express
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,6 +19,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "gate4.platform"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+#: The peer whose silence is a refusal (from_peer fails closed for it).
+RISK_SERVICE = "risk"
 
 
 @dataclass(frozen=True)
@@ -360,6 +362,38 @@ def from_rpc_error(error: grpc.RpcError) -> Gate4Error:
     return from_rpc(code, details, metadata)
 
 
+def from_peer(
+    service: str,
+    exc: grpc.RpcError,
+    *,
+    meaning: Callable[[Gate4Error], Gate4Error] | None = None,
+) -> Gate4Error:
+    """What a failed call to a peer service means for the caller: the one mapping.
+
+    The peer's domain error (it answered with a code we know) passes through unchanged.
+    Otherwise the peer itself failed: UNAVAILABLE is DependencyUnavailable (the call never
+    ran, so nothing was executed) and DEADLINE_EXCEEDED is DeadlineExceeded, except for risk,
+    which decides nothing it could not answer in time: fail closed, as if it were down.
+    `meaning` lets a caller say what the failure means for its own command (the order path
+    turns every risk failure into RiskUnavailable); it receives the mapped error.
+    """
+    error = from_rpc_error(exc)
+    code = exc.code() if hasattr(exc, "code") else None
+    if isinstance(error, UnmappedError):
+        if code == grpc.StatusCode.UNAVAILABLE:
+            error = DependencyUnavailable(
+                f"the {service} service is unavailable; nothing was executed"
+            )
+        elif code == grpc.StatusCode.DEADLINE_EXCEEDED and service == RISK_SERVICE:
+            error = RiskUnavailable(
+                "the risk service did not answer within the request's deadline; "
+                "risk controls are unavailable"
+            )
+        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            error = DeadlineExceeded(f"the {service} service did not answer in time")
+    return meaning(error) if meaning is not None else error
+
+
 def _status_from_metadata(
     metadata: Sequence[tuple[str, str | bytes]] | Sequence[Any] | None,
 ) -> status_pb2.Status | None:
@@ -382,6 +416,7 @@ __all__ = [
     "FieldError",
     "Gate4Error",
     "error_class",
+    "from_peer",
     "from_rpc",
     "from_rpc_error",
     "public_errors",

@@ -24,7 +24,7 @@ import grpc
 
 from services.runtime import errors
 from services.runtime.config import IDENTITIES, Settings, token_digest
-from services.runtime.correlation import MD_SERVICE_TOKEN
+from services.runtime.metadata import MD_SERVICE_TOKEN
 
 CA_FILE = "ca.crt"
 #: Where grpc puts the peer certificate's common name in a call's auth context.

@@ -25,6 +25,7 @@ from opentelemetry.context import Context
 from services.runtime import correlation, deadlines, errors, metrics
 from services.runtime.callers import ALLOWED_CALLERS, authorize_caller
 from services.runtime.identity import CallerIdentifier
+from services.runtime.metadata import MD_DEADLINE, MD_SERVICE_TOKEN
 
 log = logging.getLogger("gate4.rpc")
 
@@ -92,9 +93,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             corr = self._admit_or_fail(method, metadata, ctx, started)
             if corr is None:
                 return None
-            budget = deadlines.incoming(
-                ctx.time_remaining(), metadata.get(deadlines.MD_DEADLINE, "")
-            )
+            budget = deadlines.incoming(ctx.time_remaining(), metadata.get(MD_DEADLINE, ""))
             if budget is not None and budget <= 0:
                 # Queued while this process was paused: the caller gave up before it began.
                 expired = errors.DeadlineExceeded(_EXPIRED)
@@ -131,9 +130,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 return
             status = grpc.StatusCode.CANCELLED
             error: errors.Gate4Error | None = None
-            budget = deadlines.incoming(
-                ctx.time_remaining(), metadata.get(deadlines.MD_DEADLINE, "")
-            )
+            budget = deadlines.incoming(ctx.time_remaining(), metadata.get(MD_DEADLINE, ""))
             with correlation.bound(corr), deadlines.bound(budget):
                 trace.get_current_span().set_attributes(corr.span_attributes())
                 try:
@@ -239,7 +236,7 @@ class _CorrelationClient:
             if key not in existing:
                 metadata.add(key, value)
         if self._token:  # none with mtls: the certificate says who is calling
-            metadata.add(correlation.MD_SERVICE_TOKEN, self._token)
+            metadata.add(MD_SERVICE_TOKEN, self._token)
         ctx = context.get_current()
         for attr, key in correlation.BAGGAGE_KEYS.items():
             value = getattr(corr, attr)
@@ -250,7 +247,7 @@ class _CorrelationClient:
         if unary:
             timeout = deadlines.outgoing(timeout or self._timeout, self._margin)
         if timeout is not None:
-            metadata.add(deadlines.MD_DEADLINE, deadlines.stamp(timeout))
+            metadata.add(MD_DEADLINE, deadlines.stamp(timeout))
         new = grpc.aio.ClientCallDetails(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )

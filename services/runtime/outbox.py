@@ -32,15 +32,12 @@ of that span, so the request's trace shows its audit hop (services/audit/service
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import logging
 import os
-import random
 import socket
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -53,7 +50,8 @@ from opentelemetry import trace
 from sqlalchemy.engine import Connection
 
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
-from services.runtime import correlation, deadlines, errors
+from services.runtime import correlation, deadlines, errors, resilience
+from services.runtime.auditfields import SUBJECT_FIELDS
 from services.runtime.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_CAPACITY_REFUSALS,
@@ -65,9 +63,9 @@ from services.runtime.metrics import (
     OUTBOX_TAKEOVERS,
     timed_write,
 )
+from services.runtime.resilience import SYSTEM, Clock, RetryPolicy, Worker
 from services.runtime.storage import Database
 from services.runtime.telemetry import current_trace_id, current_traceparent, remote_parent
-from services.runtime.timeutil import utcnow
 
 if TYPE_CHECKING:
     from gate4.audit.v1.audit_pb2_grpc import AuditServiceAsyncStub
@@ -88,8 +86,19 @@ LEASE_SECONDS = 10.0
 SETTLE_MARGIN_SECONDS = 5.0
 #: A call to audit is not started with less time than this left before the margin.
 MIN_CALL_SECONDS = 1.0
-#: How long a shipper retries a claim while another replica's claim holds the lock.
-CLAIM_RETRY_SECONDS = 0.5
+#: A claim while another replica's claim holds the lock is tried again for at most 0.5 s,
+#: with short jittered pauses so two replicas do not keep colliding.
+CLAIM_RETRY = RetryPolicy(
+    initial=0.005, multiplier=2.0, max_delay=0.05, jitter=0.5, max_elapsed=0.5
+)
+#: A shipper that failed (audit unreachable, the database failing a poll) waits 0.4 s, then
+#: twice as long each time, at most GATE4_OUTBOX_RETRY_MAX_SECONDS.
+SHIP_RETRY = RetryPolicy(initial=0.4, multiplier=2.0, max_delay=5.0)
+#: How often an idle shipper looks for events it was not woken for (another replica's, or
+#: a tenant another shipper held).
+IDLE_POLL_SECONDS = 1.0
+#: On shutdown a shipment under way gets this long to finish and settle its rows.
+DRAIN_SECONDS = 2.0
 # First key of the two-key advisory lock space, apart from risk's ("RSK").
 LOCK_NAMESPACE = 0x4F4258  # "OBX"
 
@@ -155,19 +164,16 @@ def drop_claim_columns(service: str) -> None:
 
 
 def event(
-    type_: str,
-    *,
-    source: str,
-    outcome: str = "",
-    reason: str = "",
-    policy_version: str = "",
-    account_id: str = "",
-    deployment_id: str = "",
-    order_id: str = "",
-    session_id: str = "",
-    data: dict[str, Any] | None = None,
+    type_: str, *, source: str, data: dict[str, Any] | None = None, **subject: str
 ) -> audit_pb2.AuditEvent:
-    """An audit event stamped with the current correlation ids and trace id."""
+    """An audit event stamped with the current correlation ids and trace id.
+
+    `subject` names what the event is about: the SUBJECT_FIELDS of the audit event
+    (account_id, deployment_id, order_id, session_id, outcome, policy_version, reason).
+    """
+    unknown = subject.keys() - SUBJECT_FIELDS
+    if unknown:
+        raise TypeError(f"not a subject field of an audit event: {', '.join(sorted(unknown))}")
     corr = correlation.current()
     evt = audit_pb2.AuditEvent(
         event_id=f"evt_{uuid.uuid4().hex}",
@@ -179,14 +185,9 @@ def event(
         traceparent=current_traceparent(),
         user_id=corr.user_id,
         channel=corr.channel,
-        account_id=account_id,
-        deployment_id=deployment_id,
-        order_id=order_id,
-        session_id=session_id,
-        outcome=outcome,
-        policy_version=policy_version,
-        reason=reason,
     )
+    for name, value in subject.items():
+        setattr(evt, name, value)
     evt.occurred_at.FromDatetime(datetime.now(UTC))
     if data:
         struct = struct_pb2.Struct()
@@ -206,6 +207,8 @@ class Outbox:
         lease_seconds: float = LEASE_SECONDS,
         ship_batch: int = SHIP_BATCH,
         shipper_id: str = "",
+        retry: RetryPolicy = SHIP_RETRY,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.db = db
         self.service = service
@@ -230,8 +233,9 @@ class Outbox:
         self.shipper_id = (
             shipper_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         )
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.retry = retry
+        self.clock = clock
+        self.shipper: Shipper | None = None
         # Checks run on the writer thread and on readers: the log's rate limit is shared.
         self._reserve_lock = threading.Lock()
         self._reserve_logged_at = 0.0
@@ -293,7 +297,7 @@ class Outbox:
 
     def _reserve_used(self, pending: int) -> None:
         OUTBOX_RESERVE_ADMISSIONS.labels(self.service).inc()
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._reserve_lock:
             self._reserve_unlogged += 1
             if now - self._reserve_logged_at < RESERVE_LOG_INTERVAL:
@@ -318,67 +322,43 @@ class Outbox:
             sa.insert(self.table).values(
                 event_id=evt.event_id,
                 payload=evt.SerializeToString(),
-                created_at=datetime.now(UTC),
+                created_at=self.clock.now(),
                 tenant_id=evt.tenant_id,
             )
         )
 
     def notify(self) -> None:
         """Wakes the shipper after a commit that added events."""
-        self._wake.set()
+        if self.shipper is not None:
+            self.shipper.wake()
 
     # -- shipping --------------------------------------------------------------------------
 
-    def start(self, channel: grpc.aio.Channel) -> None:
+    def start(self, channel: grpc.aio.Channel) -> Shipper:
+        """Starts shipping to the audit service behind `channel`; returns the shipper."""
         OUTBOX_MAX_BACKLOG.labels(self.service).set(self.max_backlog)
         OUTBOX_RESERVE.labels(self.service).set(self.reserve)
-        self._task = asyncio.create_task(self._run(audit_pb2_grpc.AuditServiceStub(channel)))
+        if self.shipper is None:
+            self.shipper = Shipper(self, audit_pb2_grpc.AuditServiceStub(channel))
+        self.shipper.start()
+        return self.shipper
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-            # Rows claimed by a shipment cut short go back at once, not when the lease ends
-            # (a rolling restart would otherwise hold the tenants' events that long).
-            try:
-                await self.db.write(self._release)
-            except Exception:
-                log.warning("could not give back the outbox's claimed rows", exc_info=True)
+        """Stops shipping at once; the claimed rows go back (Shipper.stopped)."""
+        if self.shipper is not None:
+            await self.shipper.stop()
+
+    async def drain(self) -> None:
+        """Lets a shipment under way finish (up to DRAIN_SECONDS), then stops."""
+        if self.shipper is not None:
+            await self.shipper.drain()
 
     async def backlog(self) -> int:
         return await self.db.read(self._count)
 
-    async def _run(self, stub: AuditServiceAsyncStub) -> None:
-        # A shipper named like this one held its rows before this process started: the
-        # previous run of this same replica (same host and address), dead, whose claims
-        # would otherwise hold its tenants' events until their lease ends.
-        try:
-            await self.db.write(self._release)
-        except Exception:
-            log.warning("could not take back the previous run's outbox claims", exc_info=True)
-        delay = 0.2
-        while True:
-            try:
-                shipped = await self.ship_once(stub)
-                delay = 0.2
-            except grpc.aio.AioRpcError as exc:
-                log.warning(
-                    "audit unreachable; outbox keeps events", extra={"code": exc.code().name}
-                )
-                shipped = 0
-                delay = min(delay * 2, 5.0)
-            except Exception:
-                # The database failed a poll, claim or settle: the shipper must outlive it.
-                log.exception("outbox shipment failed; retrying")
-                shipped = 0
-                delay = min(delay * 2, 5.0)
-            if shipped:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay if delay > 0.2 else 1.0)
+    async def release(self) -> None:
+        """Gives back every row this shipper holds."""
+        await self.db.write(self._release)
 
     async def ship_once(self, stub: AuditServiceAsyncStub) -> int:
         """Claims a batch of pending events, ships it, records the outcome; returns how many
@@ -387,7 +367,7 @@ class Outbox:
         self._observe_backlog(pending)
         if not claimable:
             return 0
-        started = time.monotonic()
+        started = self.clock.monotonic()
         rows = await self._claim()
         if not rows:
             return 0
@@ -425,7 +405,7 @@ class Outbox:
         """Ships one tenant's events; False when the lease runs short (the caller stops)."""
 
         def budget() -> float | None:
-            left = ship_until - time.monotonic()
+            left = ship_until - self.clock.monotonic()
             return left if left >= MIN_CALL_SECONDS else None
 
         left = budget()
@@ -496,7 +476,7 @@ class Outbox:
         """(pending events, those this shipper could claim now): reads only, so an idle or
         blocked shipper never takes the write lock."""
         pending = self._count(conn)
-        claimable = self._claimable(conn, utcnow())
+        claimable = self._claimable(conn, self.clock.now())
         if not pending or claimable is None:
             return pending, 0
         # Whether any, not how many: stop at the first.
@@ -508,25 +488,27 @@ class Outbox:
     async def _claim(self) -> list[tuple[int, bytes]]:
         """This shipper's next batch, oldest first; retried briefly while another replica's
         claim holds the lock."""
-        deadline = time.monotonic() + CLAIM_RETRY_SECONDS
-        pause = 0.005
-        while True:
-            rows = await timed_write(self.db, "outbox_claim", self._claim_rows)
-            if rows is not None:
-                # Counted here, once committed: group commit may run a write op twice.
-                taken_over = sum(1 for *_, held in rows if held not in (None, self.shipper_id))
-                if taken_over:
-                    OUTBOX_TAKEOVERS.labels(self.service).inc(taken_over)
-                    log.warning(
-                        "outbox rows taken over from an expired claim",
-                        extra={"rows": taken_over, "shipper": self.shipper_id},
-                    )
-                return [(row_id, payload) for row_id, payload, _ in rows]
-            if time.monotonic() >= deadline:
-                return []
-            # Jitter, so two replicas do not keep colliding.
-            await asyncio.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 0.05)
+        try:
+            rows = await resilience.retry(
+                self._try_claim, CLAIM_RETRY, on=_ClaimBusy, clock=self.clock
+            )
+        except _ClaimBusy:
+            return []
+        # Counted here, once committed: group commit may run a write op twice.
+        taken_over = sum(1 for *_, held in rows if held not in (None, self.shipper_id))
+        if taken_over:
+            OUTBOX_TAKEOVERS.labels(self.service).inc(taken_over)
+            log.warning(
+                "outbox rows taken over from an expired claim",
+                extra={"rows": taken_over, "shipper": self.shipper_id},
+            )
+        return [(row_id, payload) for row_id, payload, _ in rows]
+
+    async def _try_claim(self) -> list[tuple[int, bytes, str | None]]:
+        rows = await timed_write(self.db, "outbox_claim", self._claim_rows)
+        if rows is None:
+            raise _ClaimBusy
+        return rows
 
     def _claim_rows(self, conn: Connection) -> list[tuple[int, bytes, str | None]] | None:
         """Inside a write op: claims up to `ship_batch` rows (id, payload, previous holder);
@@ -539,7 +521,7 @@ class Outbox:
             ).scalar()
             if not taken:
                 return None
-        now = utcnow()
+        now = self.clock.now()
         claimable = self._claimable(conn, now)
         if claimable is None:
             return []
@@ -567,7 +549,7 @@ class Outbox:
         t = self.table
         if shipped:
             conn.execute(sa.delete(t).where(t.c.id.in_(shipped)))
-        now = utcnow()
+        now = self.clock.now()
         for row_id, reason in rejected.items():
             conn.execute(
                 sa.update(t)
@@ -585,6 +567,54 @@ class Outbox:
             .where(t.c.claimed_by == self.shipper_id)
             .values(claimed_by=None, claimed_until=None)
         )
+
+
+class _ClaimBusy(Exception):
+    """Another replica is claiming at this moment (PostgreSQL): try again shortly."""
+
+
+class Shipper(Worker):
+    """The outbox's background shipper: ships while there is something to claim, then
+    waits to be notified (or IDLE_POLL_SECONDS); backs off while shipments fail."""
+
+    def __init__(self, box: Outbox, stub: AuditServiceAsyncStub) -> None:
+        super().__init__(
+            f"outbox-shipper-{box.service}",
+            interval=IDLE_POLL_SECONDS,
+            on_failure=box.retry,
+            clock=box.clock,
+            drain_seconds=DRAIN_SECONDS,
+            logger=log,
+        )
+        self.box = box
+        self.stub = stub
+
+    async def started(self) -> None:
+        # A shipper named like this one held its rows before this process started: the
+        # previous run of this same replica (same host and address), dead, whose claims
+        # would otherwise hold its tenants' events until their lease ends.
+        try:
+            await self.box.release()
+        except Exception:
+            log.warning("could not take back the previous run's outbox claims", exc_info=True)
+
+    async def step(self) -> bool:
+        return await self.box.ship_once(self.stub) > 0
+
+    def failed(self, exc: Exception) -> None:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            log.warning("audit unreachable; outbox keeps events", extra={"code": exc.code().name})
+        else:
+            # The database failed a poll, claim or settle: the shipper must outlive it.
+            log.error("outbox shipment failed; retrying", exc_info=exc)
+
+    async def stopped(self) -> None:
+        # Rows claimed by a shipment cut short go back at once, not when the lease ends
+        # (a rolling restart would otherwise hold the tenants' events that long).
+        try:
+            await self.box.release()
+        except Exception:
+            log.warning("could not give back the outbox's claimed rows", exc_info=True)
 
 
 def _shipment(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
+from services.runtime.decimals import parse_decimal
 from services.runtime.errors import FieldError, ValidationFailed
 from services.runtime.pagination import NewestFirst
 
@@ -48,12 +49,11 @@ class Checker:
             if required:
                 self.fail(field, "required")
             return None
-        try:
-            number = Decimal(value)
-        except InvalidOperation:
+        number = parse_decimal(value)
+        if number is None:
             self.fail(field, 'a decimal number written as a string, e.g. "12.5"')
             return None
-        if not number.is_finite() or len(number.as_tuple().digits) > MAX_DECIMAL_DIGITS:
+        if len(number.as_tuple().digits) > MAX_DECIMAL_DIGITS:
             self.fail(field, "a finite decimal of at most 30 digits")
             return None
         if positive and number <= 0:

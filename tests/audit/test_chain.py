@@ -12,12 +12,12 @@ from services.audit import chain
 from services.audit.chain import (
     GENESIS_HASH,
     ChainChecker,
-    EventContent,
     ceil_to_microsecond,
     format_timestamp,
     link_hash,
     parse_timestamp,
 )
+from services.runtime.auditfields import EventContent
 
 CONTENT = EventContent(
     tenant_id="t1",

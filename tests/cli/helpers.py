@@ -6,10 +6,12 @@ import asyncio
 import os
 import re
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 from gateway.apikeys import ApiKeyRecord, ApiKeyStore, open_database
 from services.runtime.config import Settings
+from services.runtime.resilience import SYSTEM, ManualClock
 
 
 def source_env(text: str) -> dict[str, str]:
@@ -28,11 +30,15 @@ def source_env(text: str) -> dict[str, str]:
     return dict(zip(names, values, strict=True))
 
 
-def lookup_api_key(var_dir: Path, plaintext: str) -> ApiKeyRecord | None:
-    """Looks the key up the way the gateway does, in the gateway database under var_dir."""
+def lookup_api_key(
+    var_dir: Path, plaintext: str, at: datetime | None = None
+) -> ApiKeyRecord | None:
+    """Looks the key up the way the gateway does, in the gateway database under var_dir, now
+    or as a gateway would at a later time `at`."""
     db = open_database(Settings(var_dir=var_dir))
+    clock = ManualClock(at) if at is not None else SYSTEM
     try:
-        return asyncio.run(ApiKeyStore(db, 0).lookup(plaintext))
+        return asyncio.run(ApiKeyStore(db, 0, clock=clock).lookup(plaintext))
     finally:
         db.close()
 

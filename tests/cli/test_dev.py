@@ -20,8 +20,9 @@ import pytest
 from cli.credentials import CREDENTIALS_FILE, gateway_keys
 from cli.devstack import PROCESSES, free_port
 from cli.main import main
-from services.runtime.auth import ROLES, TokenVerifier, api_key_id
+from services.runtime.auth import TokenVerifier, api_key_id
 from services.runtime.config import Settings
+from services.runtime.roles import PLATFORM as ROLES
 from tests.cli import fakestack
 from tests.cli.helpers import lookup_api_key, source_env, stack_pids, stack_processes
 

@@ -7,8 +7,9 @@ import pytest
 
 from cli.credentials import DevCredentials
 from cli.main import main
-from services.runtime.auth import ROLES, TokenVerifier
+from services.runtime.auth import TokenVerifier
 from services.runtime.config import Settings
+from services.runtime.roles import PLATFORM as ROLES
 from tests.cli.helpers import lookup_api_key, source_env
 
 ARGS = ["dev", "credentials", "--tenant", "acme", "--user", "alice"]

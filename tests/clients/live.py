@@ -22,7 +22,7 @@ import pytest
 
 from cli import main as cli_main
 from gate4_client import Credentials, Gate4Client, RetryPolicy
-from services.runtime.auth import ROLES
+from services.runtime.roles import PLATFORM as ROLES
 from tests.support.stack import LiveStack, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -169,9 +169,10 @@ def test_only_real_transitions_notify(type_: str, outcome: str, expected: bool) 
 
 
 def test_the_kill_switch_outcomes_are_the_ones_risk_records() -> None:
-    assert notifications.KILL_SWITCH_TRIPPED == outcomes.KILL_SWITCH_TRIPPED
-    assert notifications.ENGAGED == outcomes.ENGAGED
-    assert notifications.RELEASED == outcomes.RELEASED
+    kinds = notifications.KINDS
+    assert kinds["killswitch.tripped"].outcomes == frozenset({outcomes.KILL_SWITCH_TRIPPED})
+    assert kinds["killswitch.engaged"].outcomes == frozenset({outcomes.ENGAGED})
+    assert kinds["killswitch.released"].outcomes == frozenset({outcomes.RELEASED})
 
 
 def test_engaging_an_engaged_switch_notifies_nothing(live_stack: LiveStack) -> None:

@@ -1,9 +1,10 @@
-"""turns.py on both backends: one running turn per session, a stale claim taken over,
-replay by Idempotency-Key (digest checked), completion and release."""
+"""turns.py on both backends: one running turn per session, a claim past its lease taken
+over, replay by Idempotency-Key (digest checked), key lifetime, completion and release.
+Times are passed in: T0 and later instants, never the wall clock."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -11,10 +12,14 @@ import sqlalchemy as sa
 from gate4.conversation.v1 import conversation_pb2
 from services.conversation import sessions, turns
 from services.runtime import errors
+from services.runtime.idempotency import KeyPolicy
 from services.runtime.storage import Database
 
-#: Long before now: a claim created then is older than STALE_CLAIM whatever the clock says.
-LONG_AGO = datetime(2026, 5, 4, 12, tzinfo=UTC)
+T0 = datetime(2026, 5, 4, 12, tzinfo=UTC)
+POLICY = KeyPolicy(lease_seconds=30, ttl_seconds=24 * 3600)
+#: When a claim made at T0 has lapsed, and when a turn claimed at T0 has expired.
+LAPSED = T0 + POLICY.lease
+EXPIRED = POLICY.expires_at(T0)
 
 
 @pytest.fixture
@@ -23,15 +28,22 @@ def session_id(db: Database) -> str:
 
 
 def claim(
-    db: Database, session_id: str, turn_count: int = 0, key: str = "", digest: str = "d1"
+    db: Database,
+    session_id: str,
+    turn_count: int = 0,
+    key: str = "",
+    digest: str = "d1",
+    now: datetime = T0,
 ) -> turns.Claim:
-    return db.write_sync(lambda c: turns.claim(c, "t1", session_id, turn_count, key, digest))
+    return db.write_sync(
+        lambda c: turns.claim(c, "t1", session_id, turn_count, key, digest, now, POLICY)
+    )
 
 
 def replay(
-    db: Database, session_id: str, key: str, digest: str = "d1"
+    db: Database, session_id: str, key: str, digest: str = "d1", now: datetime = T0
 ) -> conversation_pb2.Turn | None:
-    return db.read_sync(lambda c: turns.replay(c, session_id, key, digest))
+    return db.read_sync(lambda c: turns.replay(c, session_id, key, digest, now))
 
 
 def complete(db: Database, session_id: str, claimed: turns.Claim) -> conversation_pb2.Turn:
@@ -60,17 +72,6 @@ def rows(db: Database, session_id: str) -> list[tuple[str, int, str]]:
     ]
 
 
-def make_stale(db: Database, turn_id: str) -> None:
-    """The claim's process died long ago: its row was created before the stale cutoff."""
-    db.write_sync(
-        lambda c: c.execute(
-            sa.update(turns.turns)
-            .where(turns.turns.c.turn_id == turn_id)
-            .values(created_at=LONG_AGO)
-        )
-    )
-
-
 def test_a_second_turn_is_refused_while_one_runs(db: Database, session_id: str) -> None:
     """One running turn per session: a second claim is a 409 and writes nothing."""
     first = claim(db, session_id)
@@ -87,21 +88,58 @@ def test_turns_of_other_sessions_run_side_by_side(db: Database, session_id: str)
     assert claim(db, other).sequence == 1
 
 
-def test_a_stale_claim_is_taken_over(db: Database, session_id: str) -> None:
-    """A claim older than STALE_CLAIM belongs to a dead process: the next turn replaces it."""
+def test_a_claim_holds_the_session_for_its_lease_then_is_taken_over(
+    db: Database, session_id: str
+) -> None:
+    """A claim past its lease belongs to a dead process: the next turn replaces it."""
     dead = claim(db, session_id)
-    make_stale(db, dead.turn_id)
-    taken = claim(db, session_id)
+    with pytest.raises(errors.StateConflict):
+        claim(db, session_id, now=LAPSED - timedelta(seconds=1))
+    taken = claim(db, session_id, now=LAPSED)
     assert taken.turn_id != dead.turn_id and taken.sequence == 1
     assert rows(db, session_id) == [(taken.turn_id, 1, "in_progress")]
 
 
-def test_a_retry_with_the_key_of_a_stale_claim_takes_it_over(db: Database, session_id: str) -> None:
-    """The client's retry after a crash (same key) takes the stale claim over."""
+def test_a_claim_written_without_a_lease_holds_the_session_for_one_from_its_claim(
+    db: Database, session_id: str
+) -> None:
+    """A release before turn leases wrote none: during a rolling upgrade its running turn
+    still holds the session for a lease from when it was claimed."""
+    old = claim(db, session_id)
+    t = turns.turns
+    db.write_sync(
+        lambda c: c.execute(sa.update(t).where(t.c.turn_id == old.turn_id).values(lease_until=None))
+    )
+    with pytest.raises(errors.StateConflict):
+        claim(db, session_id, now=LAPSED - timedelta(seconds=1))
+    assert claim(db, session_id, now=LAPSED).turn_id != old.turn_id
+
+
+def test_a_retry_with_the_key_of_a_lapsed_claim_takes_it_over(
+    db: Database, session_id: str
+) -> None:
+    """The client's retry after a crash (same key) takes the lapsed claim over; the dead
+    attempt, should it come back, can no longer complete the turn."""
     dead = claim(db, session_id, key="key-turn-1")
-    make_stale(db, dead.turn_id)
-    assert replay(db, session_id, "key-turn-1") is None
-    assert claim(db, session_id, key="key-turn-1").sequence == 1
+    with pytest.raises(errors.IdempotencyInProgress):
+        replay(db, session_id, "key-turn-1", now=LAPSED - timedelta(seconds=1))
+    assert replay(db, session_id, "key-turn-1", now=LAPSED) is None
+    assert claim(db, session_id, key="key-turn-1", now=LAPSED).sequence == 1
+    with pytest.raises(errors.IdempotencyInProgress):
+        complete(db, session_id, dead)
+
+
+def test_an_expired_key_names_a_new_turn(db: Database, session_id: str) -> None:
+    """Past its lifetime a key is free: it names the next turn, the old turn stays."""
+    first = claim(db, session_id, key="key-turn-1")
+    complete(db, session_id, first)
+    assert replay(db, session_id, "key-turn-1", now=EXPIRED - timedelta(seconds=1))
+    assert replay(db, session_id, "key-turn-1", digest="d2", now=EXPIRED) is None
+    second = claim(db, session_id, turn_count=1, key="key-turn-1", digest="d2", now=EXPIRED)
+    assert rows(db, session_id) == [
+        (first.turn_id, 1, "completed"),
+        (second.turn_id, 2, "in_progress"),
+    ]
 
 
 def test_a_completed_turn_is_replayed_byte_for_byte_by_its_key(

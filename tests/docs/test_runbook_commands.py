@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from cli.credentials import issue_credentials, write_env_file
-from services.runtime.auth import ROLES
+from services.runtime.roles import PLATFORM as ROLES
 from tests.clients.live import Tenant
 from tests.docs import runbook
 from tests.docs.incidents import short, spans_exported, trip_drawdown

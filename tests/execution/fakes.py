@@ -18,13 +18,13 @@ from google.protobuf import json_format
 
 from gate4.audit.v1 import audit_pb2
 from gate4.risk.v1 import risk_pb2
-from services.execution.config import ExecutionSettings
 from services.execution.faults import CrashHooks
 from services.execution.flows import Flows
 from services.execution.orchestrator import Orchestrator
 from services.execution.store import KillSwitchView
 from services.execution.venue import ExecutionReport, VenueFill, VenueOrder
 from services.runtime import correlation, errors
+from services.runtime.config import Settings
 from services.runtime.outbox import Outbox
 from services.runtime.storage import Database
 from services.runtime.timeutil import utcnow
@@ -149,8 +149,8 @@ class Rig:
         return [e.type for e in self.events()]
 
 
-def make_rig(db: Database, settings: ExecutionSettings | None = None) -> Rig:
-    settings = settings or ExecutionSettings(execution_retry_base_seconds=0)
+def make_rig(db: Database, settings: Settings | None = None) -> Rig:
+    settings = settings or Settings(execution_retry_base_seconds=0)
     box = Outbox(db, "execution", 10_000)
     risk = FakeRisk()
     venue = FakeVenue()

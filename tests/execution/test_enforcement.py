@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from gate4.execution.v1 import execution_pb2
 from services.execution import store
-from services.execution.config import ExecutionSettings
 from services.execution.servicer import ExecutionServicer
+from services.runtime.config import Settings
 from services.runtime.storage import Database
 from tests.execution.fakes import acting, make_rig
 from tests.execution.test_placement import deploy, intent, place
@@ -37,7 +37,7 @@ def test_one_engagement_is_enforced_once_and_repeats_get_its_answer(db: Database
     dep = deploy(rig)
     place(rig, intent(dep, qty="2"))
     resting = place(rig, intent(dep, qty="1", type="limit", limit="90"))
-    servicer = ExecutionServicer(db, rig.flows, ExecutionSettings())
+    servicer = ExecutionServicer(db, rig.flows, Settings())
     request = execution_pb2.EnforceKillSwitchRequest(
         scope="deployment", scope_id=dep, flatten=True, reason="drawdown", generation=1
     )
@@ -67,7 +67,7 @@ def test_one_engagement_is_enforced_once_and_repeats_get_its_answer(db: Database
 def test_a_new_engagement_is_enforced_again(db: Database) -> None:
     rig = make_rig(db)
     dep = deploy(rig)
-    servicer = ExecutionServicer(db, rig.flows, ExecutionSettings())
+    servicer = ExecutionServicer(db, rig.flows, Settings())
     for generation in (1, 2):
         enforce(
             servicer,

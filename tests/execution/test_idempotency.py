@@ -12,6 +12,7 @@ from gate4.execution.v1 import execution_pb2
 from services.execution import idempotency as idem
 from services.execution.store import idempotency as keys
 from services.runtime import errors
+from services.runtime.idempotency import KeyPolicy
 from services.runtime.storage import Database
 from services.runtime.timeutil import utcnow
 
@@ -38,8 +39,7 @@ def claim(
             digest=digest,
             resource_id=resource,
             now=at,
-            lease_seconds=lease,
-            ttl_seconds=DAY,
+            policy=KeyPolicy(lease, DAY),
         )
     )
 

@@ -7,7 +7,6 @@ import random
 from datetime import datetime
 from decimal import Decimal as D
 
-from services.execution.config import ExecutionSettings
 from services.execution.orchestrator import Orchestrator, RetryBudget, backoff
 from services.execution.venue import (
     DuplicateClientOrderId,
@@ -15,6 +14,8 @@ from services.execution.venue import (
     VenueOrder,
     VenueTimeout,
 )
+from services.runtime.config import Settings
+from services.runtime.resilience import ManualClock
 
 ORDER = VenueOrder("c-1", "t1", "acc", "BTC-USD", "buy", "market", D(1))
 FILLED = ExecutionReport("c-1", "filled", D(1))
@@ -56,20 +57,28 @@ class ScriptedVenue:
         return []
 
 
+class RecordingClock(ManualClock):
+    """Each sleep is recorded and passes at once, moving the clock on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+
 def orchestrator(venue: ScriptedVenue, **settings: float) -> tuple[Orchestrator, list[float]]:
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    config = ExecutionSettings(
+    clock = RecordingClock()
+    config = Settings(
         execution_retry_max_attempts=int(settings.get("attempts", 4)),
         execution_retry_base_seconds=0.1,
         execution_retry_max_backoff_seconds=1.0,
         execution_retry_budget_capacity=settings.get("capacity", 10),
         execution_retry_budget_refill_per_second=0,
     )
-    return Orchestrator(venue, config, rng=random.Random(7), sleep=sleep), slept
+    return Orchestrator(venue, config, rng=random.Random(7), clock=clock), clock.slept
 
 
 def test_timeouts_are_retried_with_backoff_until_the_venue_answers() -> None:

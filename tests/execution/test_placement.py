@@ -17,6 +17,7 @@ from services.execution.idempotency import ROUTE_SUBMIT, Progress
 from services.execution.orders import Intent
 from services.execution.unitofwork import new_id
 from services.runtime import errors
+from services.runtime.idempotency import KeyPolicy
 from services.runtime.storage import Database
 from services.runtime.storage.migrations import migrate
 from services.runtime.timeutil import utcnow
@@ -159,8 +160,7 @@ def test_an_attempt_whose_key_was_taken_over_records_nothing(rig: Rig) -> None:
                 digest="d",
                 resource_id=order_id,
                 now=now,
-                lease_seconds=owner_lease,
-                ttl_seconds=86400,
+                policy=KeyPolicy(owner_lease, 86400),
             )
         )
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from services.execution.positions import Position, fmt, gross_exposure, reducing_side, value
+from services.execution.positions import Position, gross_exposure, reducing_side, value
+from services.runtime.decimals import format_decimal
 
 
 def test_long_position_average_and_realised_pnl() -> None:
@@ -43,12 +44,12 @@ def test_valuation_equity_peak_and_drawdown() -> None:
     assert v.unrealized_pnl == D(10)  # +20 on A, -10 on B
     assert v.equity == D(1010)
     assert v.peak_equity == D(1100)
-    assert fmt(v.drawdown) == "0.0818181818"
+    assert format_decimal(v.drawdown) == "0.0818181818"
     assert gross_exposure(held, {"A": D(110)}) == D(270)  # B has no mark: its average price
 
 
 def test_decimal_text_has_no_exponent_and_no_negative_zero() -> None:
-    assert fmt(D("1E+2")) == "100"
-    assert fmt(D("64000.50")) == "64000.5"
-    assert fmt(D("-0.000")) == "0"
-    assert fmt(D("0.00000001")) == "0.00000001"
+    assert format_decimal(D("1E+2")) == "100"
+    assert format_decimal(D("64000.50")) == "64000.5"
+    assert format_decimal(D("-0.000")) == "0"
+    assert format_decimal(D("0.00000001")) == "0.00000001"

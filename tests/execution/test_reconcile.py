@@ -13,6 +13,7 @@ from services.execution import idempotency, orders, reconcile, store
 from services.execution.idempotency import ROUTE_SUBMIT
 from services.execution.venue import ExecutionReport
 from services.runtime import errors, outcomes
+from services.runtime.idempotency import KeyPolicy
 from services.runtime.storage import Database
 from tests.execution.fakes import TENANT, Rig, acting, make_rig
 from tests.execution.rows import T0, deploy, filled, order, pending
@@ -56,8 +57,7 @@ def claim_key(rig: Rig, order_id: str) -> idempotency.Claim | idempotency.Stored
                 digest="digest-of-the-submit",
                 resource_id=order_id,
                 now=T0,
-                lease_seconds=1,
-                ttl_seconds=86400 * 36500,
+                policy=KeyPolicy(1, 86400 * 36500),
             )
         )
 
@@ -79,7 +79,7 @@ def test_an_order_found_at_the_venue_is_adopted_and_its_key_completed(rig: Rig) 
     assert (settled.status, settled.filled_quantity) == ("filled", "2")
     assert rig.venue.submitted == []
     assert rig.db.read_sync(lambda c: store.get_position(c, dep, "BTC-USD")).quantity == 2
-    assert reconciled(rig) == [reconcile.FOUND_AT_VENUE]
+    assert reconciled(rig) == [outcomes.FOUND_AT_VENUE]
     assert rig.data("order.filled")[0]["reconciled"] is True
     assert [(s.order_id, s.closed) for s in rig.risk.settlements] == [(order_id, True)]
     assert [r.deployment_id for r in rig.risk.equity] == [dep]
@@ -105,8 +105,7 @@ def test_a_retry_that_resumed_the_key_settles_its_order_from_the_venue(rig: Rig)
                 digest="digest-of-the-submit",
                 resource_id="ord_of_the_retry",
                 now=T0 + timedelta(seconds=2),  # after the first lease lapsed
-                lease_seconds=30,
-                ttl_seconds=86400 * 36500,
+                policy=KeyPolicy(30, 86400 * 36500),
             )
         )
     assert isinstance(resumed, idempotency.Claim)
@@ -127,7 +126,7 @@ def test_an_order_not_at_the_venue_is_rejected_and_not_resent(rig: Rig) -> None:
     rejected = settle(rig, order_id)
     assert (rejected.status, rejected.outcome) == ("rejected", outcomes.VENUE_NOT_RECEIVED)
     assert rig.venue.submitted == []
-    assert reconciled(rig) == [reconcile.NOT_AT_VENUE]
+    assert reconciled(rig) == [outcomes.NOT_AT_VENUE]
     assert rig.db.read_sync(lambda c: store.get_position(c, dep, "BTC-USD")).quantity == 0
 
 
@@ -177,7 +176,7 @@ def test_run_once_settles_only_lapsed_leases(rig: Rig) -> None:
     assert order(rig.db, found).status == "filled"
     still = rig.db.read_sync(lambda c: store.order_row(c, TENANT, live))
     assert still is not None and still["venue_state"] == orders.PENDING
-    assert sorted(reconciled(rig)) == sorted([reconcile.FOUND_AT_VENUE, reconcile.NOT_AT_VENUE])
+    assert sorted(reconciled(rig)) == sorted([outcomes.FOUND_AT_VENUE, outcomes.NOT_AT_VENUE])
     assert run_once(rig) == 0  # nothing left to do
     assert rig.venue.submitted == []
 

@@ -18,9 +18,10 @@ import pytest
 from gate4.execution.v1 import execution_pb2
 from gate4.risk.v1 import risk_pb2
 from services.execution import store
-from services.execution.config import ExecutionSettings
-from services.execution.servicer import REPLAYED_METADATA, ExecutionServicer, _shielded
+from services.execution.servicer import ExecutionServicer, _shielded
 from services.runtime import errors
+from services.runtime.config import Settings
+from services.runtime.metadata import REPLAYED_FLAG
 from services.runtime.storage import Database
 from tests.execution.fakes import TENANT, Rig, acting, make_rig
 from tests.execution.rows import T0, deploy
@@ -124,7 +125,7 @@ class Servicer:
     def __init__(self, rig: Rig) -> None:
         self.rig = rig
         self.servicer = ExecutionServicer(
-            rig.db, rig.flows, ExecutionSettings(execution_retry_base_seconds=0)
+            rig.db, rig.flows, Settings(execution_retry_base_seconds=0)
         )
 
     def call(self, method: str, request: Any) -> tuple[Any, FakeContext]:
@@ -234,7 +235,7 @@ def test_a_keyed_order_is_replayed_with_its_metadata_and_runs_once(api: Servicer
     assert first.status == "filled" and context.initial_metadata == []
     again, replay_context = api.call("SubmitOrder", order_request(dep))
     assert again == first
-    assert replay_context.initial_metadata == [REPLAYED_METADATA]
+    assert replay_context.initial_metadata == [REPLAYED_FLAG]
     assert len(api.rig.venue.submitted) == 1 and len(api.rig.risk.intents) == 1
     (replayed,) = [e for e in api.rig.events() if e.type == "command.replayed"]
     assert (replayed.order_id, replayed.outcome) == (first.order_id, "REPLAYED")
@@ -268,7 +269,7 @@ def test_a_stored_refusal_is_raised_again_as_a_replay(api: Servicer) -> None:
     assert isinstance(first, errors.RiskLimitBreached)
     assert isinstance(again, errors.RiskLimitBreached)
     assert (again.outcome, again.detail) == (first.outcome, first.detail)
-    assert context.initial_metadata == [REPLAYED_METADATA]
+    assert context.initial_metadata == [REPLAYED_FLAG]
     assert len(api.rig.risk.intents) == 1 and api.rig.venue.submitted == []
 
 
@@ -330,4 +331,4 @@ def test_two_attempts_racing_with_one_new_key_make_one_order(api: Servicer) -> N
     (not_executed,) = [s for s in api.rig.risk.settlements if s.not_executed_reason]
     assert not_executed.order_id != placed[0].order_id and not_executed.closed
     again, context = api.call("SubmitOrder", order_request(dep))
-    assert again == placed[0] and context.initial_metadata == [REPLAYED_METADATA]
+    assert again == placed[0] and context.initial_metadata == [REPLAYED_FLAG]

@@ -23,7 +23,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from gate4.audit.v1 import audit_pb2, audit_pb2_grpc
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
-from services.runtime.correlation import MD_USER_ID
+from services.runtime.metadata import MD_USER_ID
 from tests.support import rpc
 from tests.support.execution_stack import ExecutionStack
 from tests.support.stack import wait_for

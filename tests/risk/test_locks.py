@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.risk import locks
+from services.runtime.resilience import RetryPolicy
 from services.runtime.storage import normalise_url
 
 pytestmark = pytest.mark.postgres
@@ -44,4 +45,4 @@ def test_retry_runs_again_until_free_and_gives_up_in_time() -> None:
 
     assert asyncio.run(locks.retry(busy_twice)) == "done" and len(attempts) == 3
     with pytest.raises(locks.Contended):
-        asyncio.run(locks.retry(always_busy, within=0.05))
+        asyncio.run(locks.retry(always_busy, RetryPolicy(initial=0.001, max_attempts=3)))

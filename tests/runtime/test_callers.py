@@ -18,8 +18,8 @@ from gateway.operations import OPERATIONS
 from services.runtime import errors
 from services.runtime.callers import ALLOWED_CALLERS, authorize_caller
 from services.runtime.config import IDENTITIES, Settings, token_digest
-from services.runtime.correlation import MD_SERVICE_TOKEN
 from services.runtime.identity import CallerIdentifier
+from services.runtime.metadata import MD_SERVICE_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "portal" / "operations" / "gate4-security-model.md"

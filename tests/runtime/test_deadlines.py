@@ -12,10 +12,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.runtime import correlation, deadlines, errors
+from services.runtime import deadlines, errors
 from services.runtime.config import Settings
 from services.runtime.identity import CallerIdentifier
 from services.runtime.interceptors import ServerInterceptor, client_interceptors
+from services.runtime.metadata import MD_DEADLINE, MD_REQUEST_ID, MD_SERVICE_TOKEN, MD_TENANT_ID
 
 OUTER = "/gate4.test.v1.Budget/Outer"
 INNER = "/gate4.test.v1.Budget/Inner"
@@ -125,9 +126,9 @@ async def _hops() -> tuple[_Servicer, grpc.aio.AioRpcError]:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             metadata = [
-                (correlation.MD_SERVICE_TOKEN, token),
-                (correlation.MD_TENANT_ID, "acme"),
-                (correlation.MD_REQUEST_ID, "req_deadlines"),
+                (MD_SERVICE_TOKEN, token),
+                (MD_TENANT_ID, "acme"),
+                (MD_REQUEST_ID, "req_deadlines"),
             ]
 
             def call(path: str) -> Any:
@@ -140,7 +141,7 @@ async def _hops() -> tuple[_Servicer, grpc.aio.AioRpcError]:
             await call(OUTER)(health_pb2.HealthCheckRequest(), metadata=metadata, timeout=4.0)
             # A call that waited (in a paused process's socket, say) past the deadline its
             # caller stamped is refused before anything runs.
-            stale = [*metadata, (deadlines.MD_DEADLINE, f"{time.time() - 0.5:.3f}")]
+            stale = [*metadata, (MD_DEADLINE, f"{time.time() - 0.5:.3f}")]
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call(INNER)(health_pb2.HealthCheckRequest(), metadata=stale, timeout=4.0)
     finally:

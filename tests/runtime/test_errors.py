@@ -12,10 +12,11 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from gateway.problems import problem_body
-from services.runtime import correlation, errors
+from services.runtime import errors
 from services.runtime.config import Settings
 from services.runtime.identity import CallerIdentifier
 from services.runtime.interceptors import ServerInterceptor
+from services.runtime.metadata import MD_REQUEST_ID, MD_SERVICE_TOKEN, MD_TENANT_ID
 
 CANONICAL_HTTP = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -130,9 +131,9 @@ async def _round_trip(raised: list[Exception]) -> list[errors.Gate4Error]:
                 response_deserializer=health_pb2.HealthCheckResponse.FromString,
             )
             metadata = [
-                (correlation.MD_SERVICE_TOKEN, token),
-                (correlation.MD_TENANT_ID, "acme"),
-                (correlation.MD_REQUEST_ID, "req_roundtrip"),
+                (MD_SERVICE_TOKEN, token),
+                (MD_TENANT_ID, "acme"),
+                (MD_REQUEST_ID, "req_roundtrip"),
             ]
             for exc in raised:
                 servicer.error = exc

@@ -17,7 +17,7 @@ from cli.devstack import ManagedProcess, free_port, stack_env
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
 from services.runtime import metrics
 from services.runtime.config import Settings
-from services.runtime.correlation import MD_USER_ID
+from services.runtime.metadata import MD_USER_ID
 from tests.support import rpc
 from tests.support.stack import wait_for
 

@@ -17,6 +17,7 @@ from services.runtime import correlation, errors, metrics, outbox
 from services.runtime.clients import channel
 from services.runtime.config import Settings
 from services.runtime.outbox import Outbox
+from services.runtime.resilience import ManualClock
 from services.runtime.storage import Database
 from services.runtime.storage.migrations import migrate
 from tests.support.audit import RunningAudit, new_tenant, running_audit
@@ -311,14 +312,18 @@ def test_an_expired_lease_is_taken_over(tmp_path: Path, database_url: str) -> No
     taken = metrics.OUTBOX_TAKEOVERS.labels("probe")
 
     async def scenario() -> None:
-        crashed = Outbox(db, "probe", max_backlog=100, lease_seconds=0.5)
-        survivor = Outbox(other, "probe", max_backlog=100)
+        # Both replicas read one clock; the test moves it past the lease.
+        clock = ManualClock()
+        crashed = Outbox(db, "probe", max_backlog=100, lease_seconds=0.5, clock=clock)
+        survivor = Outbox(other, "probe", max_backlog=100, clock=clock)
         ids = await _record_mixed(db, crashed, ["t", "u", "t"])
         assert len(await crashed._claim()) == 3  # ... and the shipper dies holding them
         stub: Any = RecordingAudit(delay=0)
         assert await survivor.ship_once(stub) == 0  # the lease still holds
         before = taken._value.get()
-        await asyncio.sleep(0.6)
+        clock.advance(0.5)
+        assert await survivor.ship_once(stub) == 0  # a lease is held up to its end
+        clock.advance(0.001)
         assert await survivor.ship_once(stub) == 3
         assert taken._value.get() - before == 3
         # One batch per tenant, each in its order.

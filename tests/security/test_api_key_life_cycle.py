@@ -9,7 +9,8 @@ import uuid
 
 import httpx
 
-from services.runtime.auth import ROLES, api_key_id
+from services.runtime.auth import api_key_id
+from services.runtime.roles import PLATFORM as ROLES
 from tests.clients.live import CliResult, run_gate4_process
 from tests.security.conftest import KEY_CACHE_SECONDS, SecurityStack
 

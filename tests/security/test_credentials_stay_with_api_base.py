@@ -22,7 +22,7 @@ from gate4_client import (
     same_api_base,
 )
 from gate4_client.errors import ApiError
-from services.runtime.auth import ROLES
+from services.runtime.roles import PLATFORM as ROLES
 from tests.clients.live import RunCli, run_cli, run_gate4_process
 from tests.security.conftest import SecurityStack
 from tests.support.sink import Sink, credential_sink

@@ -25,7 +25,7 @@ from gate4.execution.v1 import execution_pb2, execution_pb2_grpc
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
 from services.runtime import errors
 from services.runtime.config import DEV_SERVICE_TOKENS
-from services.runtime.correlation import MD_REQUEST_ID, MD_SERVICE_TOKEN, MD_TENANT_ID
+from services.runtime.metadata import MD_REQUEST_ID, MD_SERVICE_TOKEN, MD_TENANT_ID
 from tests.security.conftest import SecurityStack
 from tests.support.stack import LiveStack, start_stack, wait_for
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from services.runtime.auth import ROLES
+from services.runtime.roles import PLATFORM as ROLES
 from tests.clients.live import CliResult, RunCli, run_cli
 from tests.security.conftest import SecurityStack
 from tests.support.stack import wait_for

@@ -9,13 +9,8 @@ import pytest
 
 from services.runtime import errors
 from services.runtime.config import Settings
-from services.runtime.correlation import (
-    MD_REQUEST_ID,
-    MD_ROLES,
-    MD_SERVICE_TOKEN,
-    MD_TENANT_ID,
-    new_request_id,
-)
+from services.runtime.correlation import new_request_id
+from services.runtime.metadata import MD_REQUEST_ID, MD_ROLES, MD_SERVICE_TOKEN, MD_TENANT_ID
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 

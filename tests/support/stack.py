@@ -14,8 +14,9 @@ import pytest
 
 from cli.devstack import Stack, settings_from
 from gateway.apikeys import ApiKeyStore, open_database
-from services.runtime.auth import ROLES, mint_token
+from services.runtime.auth import mint_token
 from services.runtime.config import Settings
+from services.runtime.roles import PLATFORM as ROLES
 
 # Spans reach the local files within a fraction of a second, so tests need not wait long.
 T = TypeVar("T")
