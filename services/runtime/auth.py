@@ -16,7 +16,6 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +25,7 @@ import jwt
 
 from services.runtime import errors
 from services.runtime.config import Settings
+from services.runtime.resilience import SYSTEM, Clock
 
 API_KEY_PREFIX = "g4k"
 
@@ -102,7 +102,7 @@ class TokenCache:
         self,
         verifier: TokenVerifier,
         max_entries: int,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.verifier = verifier
         self.max_entries = max_entries
@@ -114,7 +114,7 @@ class TokenCache:
 
     def verify(self, token: str) -> TokenClaims:
         key = hashlib.sha256(token.encode()).digest()
-        now = self._clock()
+        now = self._clock.now().timestamp()
         claims = self._entries.get(key)
         if claims is not None:
             if now < claims.expires_at:
