@@ -29,6 +29,7 @@ from cli.incident.platform import (
 from cli.incident.reads import Options, Platform
 from cli.incident.trees import TREES, Result
 from cli.incident.triage import walk
+from services.runtime import outcomes
 
 #: Most requestIds found in the audit trail whose traces are collected too.
 MAX_DISCOVERED_REQUESTS = 20
@@ -252,7 +253,15 @@ def collect(
     )
 
 
-OK_OUTCOMES = frozenset({"APPROVED", "ACCEPTED", "RUNNING", "STOPPED", "POLICY_ACTIVATED"})
+OK_OUTCOMES = frozenset(
+    {
+        outcomes.APPROVED,
+        outcomes.ACCEPTED,
+        outcomes.RUNNING,
+        outcomes.STOPPED,
+        outcomes.POLICY_ACTIVATED,
+    }
+)
 
 
 def incident_start(

@@ -30,6 +30,7 @@ from cli.incident.platform import (
     platform_operation,
 )
 from cli.trace import Span
+from services.runtime import outcomes
 
 YES = "yes"
 NO = "no"
@@ -38,7 +39,7 @@ UNCONFIRMED = "unconfirmed"
 SIDE_EFFECTS = ("order.accepted", "deployment.created")
 #: Outcomes recorded when risk could not decide (the platform refuses, or for a flatten,
 #: proceeds by design: docs/portal/operations/gate4-orchestrator-controls.md).
-UNDECIDED = frozenset({"RISK_UNAVAILABLE", "RISK_UNDECIDED"})
+UNDECIDED = frozenset({outcomes.RISK_UNAVAILABLE, outcomes.RISK_UNDECIDED})
 
 
 @dataclass
@@ -216,7 +217,7 @@ def risk_fail_closed(
     approved = {
         str((d.get("data") or {}).get("decisionId")): d
         for d in decisions
-        if d.get("outcome") == "APPROVED" and (d.get("data") or {}).get("approved") is True
+        if d.get("outcome") == outcomes.APPROVED and (d.get("data") or {}).get("approved") is True
     }
     holds = _holds(switch_events, switches)
     violations: list[str] = []
@@ -250,7 +251,7 @@ def risk_fail_closed(
     if violations:
         return Confirmation(name, NO, violations[0], violations)
     undecided = [r for r in refusals if r.get("outcome") in UNDECIDED]
-    blocked = [r for r in refusals if r.get("outcome") == "KILL_SWITCH_ENGAGED"]
+    blocked = [r for r in refusals if r.get("outcome") == outcomes.KILL_SWITCH_ENGAGED]
     parts = [
         f"{len(side_effects)} side effect(s) in the window, each with an APPROVED risk decision"
         + (f" or a reduce-only flatten ({flatten})" if flatten else ""),

@@ -18,6 +18,7 @@ from cli.incident.platform import Fetched, rfc3339
 from cli.incident.reads import SERVING
 from cli.incident.risk_checks import Trend
 from cli.incident.trees import TREES
+from services.runtime import outcomes
 
 STATUSES = ("triage", "contained", "recovering", "resolved")
 #: Side-effecting methods: their requests must leave audit records once they reach a service.
@@ -205,7 +206,8 @@ def impact(c: Collected, given_text: str | None) -> list[str]:
     refusals = Counter(
         str(e.get("outcome"))
         for e in (_events(c.window.get("decisions")) or [])
-        if e.get("outcome") != "APPROVED" and (e.get("data") or {}).get("approved") is not True
+        if e.get("outcome") != outcomes.APPROVED
+        and (e.get("data") or {}).get("approved") is not True
     )
     if refusals:
         lines.append(

@@ -13,11 +13,12 @@ from typing import Any
 from cli.incident.platform import Fetched, parse_time, rfc3339
 from cli.incident.reads import Platform
 from cli.incident.trees import FAIL, INFO, PASS, UNKNOWN, Answer, Evidence
+from services.runtime import outcomes
 from services.runtime.decimals import parse_decimal
 
 POLICY_LABEL = re.compile(r"^risk-policy\.v1(?:/(?P<account>[^@]+))?@(?P<version>\d+)$")
 #: Outcomes of a 422 pre-trade refusal are every refusal but the kill switch's 423.
-NOT_PRETRADE = frozenset({"APPROVED", "KILL_SWITCH_ENGAGED"})
+NOT_PRETRADE = frozenset({outcomes.APPROVED, outcomes.KILL_SWITCH_ENGAGED})
 RUNTIME_ANOMALIES = {
     "type": ("deployment.degraded", "deployment.failed"),
     "outcome": ("VENUE_RETRY_BUDGET_EXHAUSTED", "ENFORCEMENT_FAILED", "ENFORCED_WITH_PROBLEMS"),

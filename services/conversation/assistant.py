@@ -17,7 +17,7 @@ from gate4.conversation.v1 import conversation_pb2
 from gate4.execution.v1 import execution_pb2
 from services.conversation import memory as mem
 from services.conversation.platform import Platform
-from services.runtime import correlation, errors, roles
+from services.runtime import correlation, errors, outcomes, roles
 
 ID = r"[A-Za-z0-9_-]{1,64}"
 
@@ -229,7 +229,7 @@ class Assistant:
                 events = await self.platform.order_events(order_id)
             except errors.Gate4Error:
                 events = []
-            refusals = [e for e in events if e.outcome and e.outcome != "APPROVED"]
+            refusals = [e for e in events if e.outcome and e.outcome != outcomes.APPROVED]
             if refusals:
                 last = refusals[-1]
                 reason = f"{last.outcome}: {last.reason}" + (
