@@ -39,7 +39,7 @@ from services.execution.riskgate import RiskControls
 from services.runtime import correlation, errors, outbox, resilience
 from services.runtime.outbox import Headroom, Outbox
 from services.runtime.resilience import RetryPolicy
-from services.runtime.storage import Database
+from services.runtime.storage import Database, after_commit
 from services.runtime.timeutil import utcnow
 
 T = TypeVar("T")
@@ -77,11 +77,11 @@ class Work:
         bound, else only logged (the caller got the answer and nothing was executed)."""
         if self.box.has_room(self.conn):
             self.event(type_, **fields)
-        else:
-            log.info(
-                "audit backlog full: answer not recorded",
-                extra={"event_type": type_, "outcome": fields.get("outcome", "")},
-            )
+            return
+        extra = {"event_type": type_, "outcome": fields.get("outcome", "")}
+        after_commit(
+            self.conn, lambda: log.info("audit backlog full: answer not recorded", extra=extra)
+        )
 
     def settle(self, settlement: risk_pb2.SettleOrderRequest) -> None:
         self.settlements.append(settlement)

@@ -64,7 +64,7 @@ from services.runtime.metrics import (
     timed_write,
 )
 from services.runtime.resilience import SYSTEM, Clock, RetryPolicy, Worker
-from services.runtime.storage import Database
+from services.runtime.storage import Database, after_commit
 from services.runtime.telemetry import current_trace_id, current_traceparent, remote_parent
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class Outbox:
         """Inside the write op that records events: refuses the write (503
         DEPENDENCY_UNAVAILABLE) when the backlog has no room left for it, at the bound for
         what adds risk, at bound + reserve for what reduces it. A write admitted into the
-        reserve is counted and logged."""
+        reserve is counted and logged once it commits."""
         pending = self._count(conn)
         self._observe_backlog(pending)
         refusal = self._refusal(pending, headroom)
@@ -255,7 +255,7 @@ class Outbox:
             OUTBOX_CAPACITY_REFUSALS.labels(self.service, headroom.value).inc()
             raise refusal
         if pending >= self.max_backlog:
-            self._reserve_used(pending)
+            after_commit(conn, lambda: self._reserve_used(pending))
 
     def check_capacity(self, conn: Connection, headroom: Headroom = Headroom.BOUND) -> None:
         """The same refusal before a command asks for its decision (a command that could not

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.engine import Connection
 
-from services.runtime.storage import Database
+from services.runtime.storage import Database, after_commit
 from services.runtime.storage.migrations import migrate
 from tests.support.migrations import items_migrations
 
@@ -409,3 +409,47 @@ def test_a_caller_that_went_away_does_not_stop_the_writer(db: Database) -> None:
     assert asyncio.run(scenario()) > 0
     # The orphan's write committed all the same; nobody was there to read its result.
     assert names(db) >= {"orphan", "after"}
+
+
+def test_after_commit_runs_once_per_committed_write_and_never_for_a_failed_one(
+    db: Database,
+) -> None:
+    """The op ahead of a failure runs twice (see above); what it asked to run after the
+    commit runs once, and the failed op's never."""
+    ran: list[str] = []
+
+    def counted(name: str) -> Callable[[Connection], int]:
+        def op(conn: Connection) -> int:
+            after_commit(conn, lambda: ran.append(name))
+            return insert(name)(conn)
+
+        return op
+
+    def failing(conn: Connection) -> None:
+        after_commit(conn, lambda: ran.append("failing"))
+        raise Boom("once")
+
+    def failing_in_the_replay(conn: Connection) -> None:
+        after_commit(conn, lambda: ran.append("isolated"))
+        if "before" in names_in(conn):
+            raise Boom("in its savepoint")
+
+    asyncio.run(
+        behind_a_blocked_writer(
+            db,
+            [
+                db.write(counted("before")),
+                db.write(failing),
+                db.write(failing_in_the_replay),
+                db.write(counted("after")),
+            ],
+        )
+    )
+    assert sorted(ran) == ["after", "before"]
+    # A transaction of its own (tools, migrations) runs them too; a later one starts empty.
+    db.write_sync(counted("sync"))
+    assert sorted(ran) == ["after", "before", "sync"]
+
+
+def names_in(conn: Connection) -> set[str]:
+    return set(conn.execute(sa.text("SELECT name FROM items")).scalars())

@@ -11,9 +11,11 @@ If a write raises, the whole transaction is rolled back and the batch replayed w
 other write in its own savepoint, so one failing write still does not undo its neighbours.
 The failing write is not run again: its caller gets the error of its first run. Because
 its neighbours may run twice, an op must not change anything outside the transaction that
-a second run would count again. (psycopg's pipeline mode would not do: SQLAlchemy reads
-each statement's result as it runs, and a pipelined error surfaces at a later statement,
-so it could not be pinned on the op that caused it.)
+a second run would count again: what it counts or logs about its write goes through
+`after_commit`, which runs once the transaction commits, and never for a run rolled back.
+(psycopg's pipeline mode would not do: SQLAlchemy reads each statement's result as it
+runs, and a pipelined error surfaces at a later statement, so it could not be pinned on the
+op that caused it.)
 
 On PostgreSQL, `writers` > 1 keeps several batches in flight on their own connections; their
 ops then contend for locks as separate processes' ops do (see services/risk/locks.py).
@@ -86,6 +88,31 @@ class _OpFailed(Exception):
 
 
 _STOP = object()
+
+#: Where a transaction's `after_commit` callbacks wait (the connection's info, cleared at
+#: every begin: it belongs to the pooled DBAPI connection and outlives one transaction).
+_AFTER_COMMIT = "gate4.after_commit"
+
+
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Runs callback, in the caller's context, once the transaction `conn` is in commits;
+    never if it rolls back. A metric or a log line about a write counts it once, although
+    group commit may run the write twice."""
+    context = contextvars.copy_context()
+    conn.info.setdefault(_AFTER_COMMIT, []).append(lambda: context.run(callback))
+
+
+def _begun(conn: Connection) -> Connection:
+    conn.info.pop(_AFTER_COMMIT, None)
+    return conn
+
+
+def _committed(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # a count or a log line must never fail a committed write
+            log.exception("an after-commit callback failed")
 
 
 def trace_statements(engine: Engine, provider: trace.TracerProvider | None = None) -> None:
@@ -189,7 +216,10 @@ class Database:
     def write_sync(self, op: WriteOp[T]) -> T:
         """A write outside group commit, for tools and migrations in their own process."""
         with self.writer_engine.begin() as conn:
-            return op(conn)
+            result = op(_begun(conn))
+            callbacks = conn.info.pop(_AFTER_COMMIT, [])
+        _committed(callbacks)
+        return result
 
     # -- internals -------------------------------------------------------------------------
 
@@ -242,7 +272,10 @@ class Database:
         """Runs and commits batch; raises only when the transaction itself fails."""
         try:
             with self.writer_engine.begin() as conn:
+                _begun(conn)
                 results = [self._run_plain(i, pending, conn) for i, pending in enumerate(batch)]
+                callbacks = conn.info.pop(_AFTER_COMMIT, [])
+            _committed(callbacks)
             return [(result, None) for result in results]
         except _OpFailed as failed:
             first = failed  # rolled back: run the batch again with each write isolated
@@ -250,11 +283,14 @@ class Database:
             self.replays += 1
         outcomes: list[_Outcome] = []
         with self.writer_engine.begin() as conn:
+            _begun(conn)
             for i, pending in enumerate(batch):
                 if i == first.index:
                     outcomes.append((None, first.error))
                 else:
                     outcomes.append(pending.context.run(self._run_isolated, pending.op, conn))
+            callbacks = conn.info.pop(_AFTER_COMMIT, [])
+        _committed(callbacks)
         return outcomes
 
     @staticmethod
@@ -266,10 +302,13 @@ class Database:
 
     @staticmethod
     def _run_isolated(op: Callable[[Connection], Any], conn: Connection) -> _Outcome:
+        waiting = conn.info.setdefault(_AFTER_COMMIT, [])
+        mark = len(waiting)
         try:
             with conn.begin_nested():
                 return op(conn), None
         except Exception as exc:  # the op's own failure, rolled back to its savepoint
+            del waiting[mark:]  # and what it asked to run after the commit, with it
             return None, exc
 
     def _ensure_sqlite_folder(self) -> None:
