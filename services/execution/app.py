@@ -20,7 +20,7 @@ from services.execution.servicer import ExecutionServicer
 from services.execution.venue import FaultPlan, PaperVenue
 from services.runtime.app import BaseService
 from services.runtime.config import Settings
-from services.runtime.resilience import Periodic, Worker
+from services.runtime.resilience import SYSTEM, Clock, Periodic, Worker
 
 log = logging.getLogger("gate4.execution")
 
@@ -32,6 +32,8 @@ class ExecutionService(BaseService):
     )
     migrations = Path(__file__).resolve().parent / "migrations"
     peers = ("risk",)
+    #: The one clock the flows, the paper venue and the venue retry budget read.
+    clock: Clock = SYSTEM
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(settings)
@@ -42,6 +44,7 @@ class ExecutionService(BaseService):
             slippage_bps=self.settings.paper_venue_slippage_bps,
             max_fill_quantity=self.settings.paper_venue_max_fill_quantity,
             faults=FaultPlan.parse(self.settings.paper_venue_faults),
+            clock=self.clock,
         )
         self.flows: Flows | None = None
 
@@ -55,10 +58,11 @@ class ExecutionService(BaseService):
             self.db,
             self.outbox,
             self.venue,
-            Orchestrator(self.venue, self.settings),
+            Orchestrator(self.venue, self.settings, clock=self.clock),
             risk,
             self.settings,
             self.hooks,
+            clock=self.clock,
         )
         execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
             ExecutionServicer(

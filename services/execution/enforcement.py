@@ -19,7 +19,6 @@ from services.execution.idempotency import Claim, Progress
 from services.execution.reduce import Reducer, Reduction
 from services.execution.unitofwork import UnitOfWork, Work, tenant
 from services.runtime import outcomes
-from services.runtime.timeutil import utcnow
 
 
 class KillSwitchEnforcement:
@@ -57,7 +56,7 @@ class KillSwitchEnforcement:
                 work.conn.execute(
                     sa.update(store.deployments)
                     .where(store.deployments.c.deployment_id == r["deployment_id"])
-                    .values(enforced_switch=switch, updated_at=utcnow())
+                    .values(enforced_switch=switch, updated_at=self.uow.clock.now())
                 )
                 work.event(
                     "killswitch.enforced",
@@ -84,7 +83,9 @@ class KillSwitchEnforcement:
         if claim is not None:
             body = reply.SerializeToString()
             await self.uow.run(
-                lambda w: idempotency.complete(w.conn, tenant_id, claim, utcnow(), response=body)
+                lambda w: idempotency.complete(
+                    w.conn, tenant_id, claim, self.uow.clock.now(), response=body
+                )
             )
         progress.settled = True
         return reply

@@ -21,8 +21,8 @@ from services.execution.unitofwork import UnitOfWork
 from services.execution.venue import VenueAdapter
 from services.runtime.config import Settings
 from services.runtime.outbox import Outbox
+from services.runtime.resilience import SYSTEM, Clock
 from services.runtime.storage import Database
-from services.runtime.timeutil import utcnow
 
 
 class Flows:
@@ -35,10 +35,14 @@ class Flows:
         risk: RiskControls,
         settings: Settings,
         hooks: CrashHooks,
+        *,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings
         self.venue = venue
-        self.uow = UnitOfWork(db, box, risk)
+        # Every flow reaches the clock through its unit of work (uow.clock).
+        self.clock = clock
+        self.uow = UnitOfWork(db, box, risk, clock)
         self.equity = Equity(self.uow, risk)
         self.marks = Marks(self.uow, venue, self.equity)
         self.orders = OrderFlow(self.uow, venue, orchestrator, risk, self.equity, settings, hooks)
@@ -49,4 +53,4 @@ class Flows:
         self.kill_switches = KillSwitchEnforcement(self.uow, self.reducer)
 
     async def purge_expired_keys(self) -> int:
-        return await self.uow.run(lambda w: idempotency.purge_expired(w.conn, utcnow()))
+        return await self.uow.run(lambda w: idempotency.purge_expired(w.conn, self.clock.now()))

@@ -55,7 +55,6 @@ from services.runtime.idempotency import (
     busy,
     taken_over,
 )
-from services.runtime.timeutil import utcnow
 
 TABLE = KeyTable(keys)
 
@@ -259,7 +258,9 @@ def _insert_deferred(
         raise busy()
 
 
-def hold(conn: Connection, tenant_id: str, claim_: Claim | None, lease_until: datetime) -> None:
+def hold(
+    conn: Connection, tenant_id: str, claim_: Claim | None, now: datetime, lease_until: datetime
+) -> None:
     """Checks, inside the transaction that records a side effect, that this attempt still
     holds the key, and extends its lease. An attempt whose lease lapsed and was taken over
     is fenced out here, before it records anything the new holder would then repeat. A
@@ -267,7 +268,7 @@ def hold(conn: Connection, tenant_id: str, claim_: Claim | None, lease_until: da
     if claim_ is None:
         return
     if claim_.deferred:
-        _insert_deferred(conn, tenant_id, claim_, utcnow(), lease_until=lease_until)
+        _insert_deferred(conn, tenant_id, claim_, now, lease_until=lease_until)
         return
     held = conn.execute(
         sa.update(keys)

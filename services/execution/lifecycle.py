@@ -30,7 +30,7 @@ from services.runtime import errors, outcomes
 from services.runtime.config import Settings
 from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Headroom
-from services.runtime.timeutil import as_utc, utcnow
+from services.runtime.timeutil import as_utc
 
 
 class DeploymentFlow:
@@ -102,7 +102,7 @@ class DeploymentFlow:
             )
 
         def op(work: Work) -> execution_pb2.Deployment:
-            conn, tenant_id, now = work.conn, tenant(), utcnow()
+            conn, tenant_id, now = work.conn, tenant(), self.uow.clock.now()
             conn.execute(
                 sa.insert(store.deployments).values(
                     deployment_id=deployment_id,
@@ -129,7 +129,7 @@ class DeploymentFlow:
                 **ids,
             )
             # Nothing to warm up on the paper venue: a created deployment starts at once.
-            _set_state(conn, deployment_id, deployments.PENDING, deployments.RUNNING, "")
+            _set_state(conn, deployment_id, deployments.PENDING, deployments.RUNNING, "", now)
             work.event(
                 "deployment.started",
                 outcome=outcomes.RUNNING,
@@ -213,7 +213,7 @@ class DeploymentFlow:
             )
 
         try:
-            _check_stoppable(row, utcnow())
+            _check_stoppable(row, self.uow.clock.now())
         except errors.StateConflict as exc:
             raise await conflict(exc) from None
         decision: risk_pb2.RiskDecision | None
@@ -251,15 +251,18 @@ class DeploymentFlow:
             conn = work.conn
             current = store.deployment_row(conn, tenant_id, deployment_id, for_update=True)
             assert current is not None
-            _check_stoppable(current, utcnow())
+            now = self.uow.clock.now()
+            _check_stoppable(current, now)
             if current["state"] != deployments.STOPPING:
-                _set_state(conn, deployment_id, str(current["state"]), deployments.STOPPING, reason)
+                _set_state(
+                    conn, deployment_id, str(current["state"]), deployments.STOPPING, reason, now
+                )
             conn.execute(
                 sa.update(store.deployments)
                 .where(store.deployments.c.deployment_id == deployment_id)
                 .values(
                     stop_flatten=request.flatten,
-                    stop_lease_until=utcnow() + lease,
+                    stop_lease_until=now + lease,
                     stop_count=store.deployments.c.stop_count + 1,
                     policy_version=version,
                     state_reason=reason,
@@ -307,7 +310,8 @@ class DeploymentFlow:
             conn = work.conn
             current = store.deployment_row(conn, tenant_id, deployment_id, for_update=True)
             assert current is not None
-            _set_state(conn, deployment_id, str(current["state"]), target, final_reason)
+            now = self.uow.clock.now()
+            _set_state(conn, deployment_id, str(current["state"]), target, final_reason, now)
             conn.execute(
                 sa.update(store.deployments)
                 .where(store.deployments.c.deployment_id == deployment_id)
@@ -329,7 +333,7 @@ class DeploymentFlow:
             updated = store.deployment_row(conn, tenant_id, deployment_id)
             assert updated is not None
             msg = store.deployment_message(conn, updated, switch)
-            idempotency.complete(conn, tenant_id, claim, utcnow(), response=msg.SerializeToString())
+            idempotency.complete(conn, tenant_id, claim, now, response=msg.SerializeToString())
             return msg
 
         msg = await self.uow.run(end)
@@ -339,10 +343,10 @@ class DeploymentFlow:
 
 
 def _set_state(
-    conn: Connection, deployment_id: str, current: str, target: str, reason: str
+    conn: Connection, deployment_id: str, current: str, target: str, reason: str, now: datetime
 ) -> None:
     deployments.check_transition(deployment_id, current, target)
-    values: dict[str, Any] = {"state": target, "updated_at": utcnow()}
+    values: dict[str, Any] = {"state": target, "updated_at": now}
     if reason:
         values["state_reason"] = reason
     conn.execute(

@@ -31,7 +31,7 @@ from services.execution.unitofwork import UnitOfWork, Work, tenant
 from services.execution.venue import VenueAdapter
 from services.runtime import outcomes
 from services.runtime.decimals import format_decimal, stored_decimal
-from services.runtime.timeutil import to_timestamp, utcnow
+from services.runtime.timeutil import to_timestamp
 
 log = logging.getLogger("gate4.execution.equity")
 
@@ -95,7 +95,10 @@ class Equity:
         tenant_id, deployment_id = key
         target = state.changed  # this report, valued now, covers every change so far
         try:
-            request = await self.uow.run(partial(_equity, tenant_id=tenant_id, d=deployment_id))
+            clock = self.uow.clock
+            request = await self.uow.run(
+                lambda w: _equity(w, tenant_id=tenant_id, d=deployment_id, now=clock.now())
+            )
             if request is not None:
                 await self.risk.report_equity(request)
         except Exception:
@@ -107,9 +110,11 @@ class Equity:
             del self._reports[key]
 
 
-def _equity(work: Work, *, tenant_id: str, d: str) -> risk_pb2.ReportEquityRequest | None:
-    """The deployment's valuation at the current marks; raises its stored peak (under the
-    row lock, so the peak only ever rises)."""
+def _equity(
+    work: Work, *, tenant_id: str, d: str, now: datetime
+) -> risk_pb2.ReportEquityRequest | None:
+    """The deployment's valuation at the current marks, as of `now`; raises its stored peak
+    (under the row lock, so the peak only ever rises)."""
     conn = work.conn
     row = store.deployment_row(conn, tenant_id, d, for_update=True)
     if row is None or row["state"] == deployments.STOPPED:
@@ -134,7 +139,7 @@ def _equity(work: Work, *, tenant_id: str, d: str) -> risk_pb2.ReportEquityReque
         realized_pnl=format_decimal(valuation.realized_pnl),
         unrealized_pnl=format_decimal(valuation.unrealized_pnl),
     )
-    at = to_timestamp(utcnow())
+    at = to_timestamp(now)
     assert at is not None
     request.at.CopyFrom(at)
     return request
@@ -170,7 +175,7 @@ class Marks:
                         tenant_id=tenant_id,
                         order_id=report.client_order_id,
                         report=report,
-                        now=utcnow(),
+                        now=self.uow.clock.now(),
                     )
                 )
                 fills += len(report.fills)

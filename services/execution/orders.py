@@ -100,14 +100,16 @@ def open_counts(
 
 
 def pending_orders(
-    conn: Connection, *, deployment_id: str = "", expired_before: datetime | None = None
+    conn: Connection, *, deployment_id: str = "", lapsed_by: datetime | None = None
 ) -> list[sa.RowMapping]:
-    """Orders sent (or about to be sent) whose venue answer is not recorded yet."""
+    """Orders sent (or about to be sent) whose venue answer is not recorded yet; with
+    `lapsed_by`, only those whose lease ended by then (it holds up to, not including, its
+    end, as reconcile.settle_order and an idempotency key's lease read it)."""
     query = sa.select(orders).where(orders.c.venue_state == PENDING)
     if deployment_id:
         query = query.where(orders.c.deployment_id == deployment_id)
-    if expired_before is not None:
-        query = query.where(orders.c.lease_until < expired_before)
+    if lapsed_by is not None:
+        query = query.where(orders.c.lease_until <= lapsed_by)
     return [r._mapping for r in conn.execute(query.order_by(orders.c.order_id)).all()]
 
 
@@ -299,7 +301,7 @@ def apply_report(
                 )
             )
             position = position.apply_fill(str(row["side"]), fill.quantity, fill.price)
-        store.save_position(conn, tenant_id, str(row["account_id"]), deployment_id, position)
+        store.save_position(conn, tenant_id, str(row["account_id"]), deployment_id, position, now)
 
     filled = sum((f.quantity for f in report.fills), ZERO)
     notional = sum((f.quantity * f.price for f in report.fills), ZERO)

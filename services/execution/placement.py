@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,7 +46,7 @@ from services.runtime import correlation, errors, outcomes
 from services.runtime.config import Settings
 from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Headroom, Outbox
-from services.runtime.timeutil import to_timestamp, utcnow
+from services.runtime.timeutil import to_timestamp
 
 # What this service itself refuses an order for: not running, a reduce-only order that does
 # not reduce, or no room to audit it.
@@ -153,8 +154,8 @@ class OrderFlow:
             conn = work.conn
             current = store.deployment_row(conn, tenant_id, intent.deployment_id, for_update=True)
             assert current is not None
-            now = utcnow()
-            idempotency.hold(conn, tenant_id, claim, now + lease)
+            now = self.uow.clock.now()
+            idempotency.hold(conn, tenant_id, claim, now, now + lease)
             if not flatten:
                 deployments.check_accepts_orders(intent.deployment_id, str(current["state"]))
             if intent.reduce_only:
@@ -253,7 +254,7 @@ class OrderFlow:
                 work.conn.execute(
                     sa.update(store.orders)
                     .where(store.orders.c.order_id == order_id)
-                    .values(venue_attempts=retry.attempt, lease_until=utcnow() + lease)
+                    .values(venue_attempts=retry.attempt, lease_until=self.uow.clock.now() + lease)
                 )
                 work.event(
                     "order.retried",
@@ -272,7 +273,7 @@ class OrderFlow:
         self.hooks.crash_after_venue(ROUTE_SUBMIT)
 
         def settle(work: Work) -> execution_pb2.Order:
-            now = utcnow()
+            now = self.uow.clock.now()
             extra: dict[str, object] = {
                 "reconciled": submission.reconciled,
                 "attempts": submission.attempts,
@@ -291,7 +292,7 @@ class OrderFlow:
                     reconcile.reconciled_event(
                         work, order, outcomes.FOUND_AT_VENUE, "adopted the venue's answer"
                     )
-                _degrade(work, tenant_id, intent.deployment_id, "")
+                _degrade(work, tenant_id, intent.deployment_id, "", now)
             else:
                 order = orders.reject(
                     work,
@@ -303,7 +304,7 @@ class OrderFlow:
                     attempts=submission.attempts,
                     event_data=extra,
                 )
-                _degrade(work, tenant_id, intent.deployment_id, submission.error)
+                _degrade(work, tenant_id, intent.deployment_id, submission.error, now)
             idempotency.complete(
                 work.conn, tenant_id, claim, now, response=order.SerializeToString()
             )
@@ -352,10 +353,10 @@ class OrderFlow:
         if report is None:
             # The venue never had it (it was never sent): cancelled on our side only.
             report = ExecutionReport(order_id, "cancelled", reason="never reached the venue")
-        cancelled = report
+        cancelled, clock = report, self.uow.clock
         return await self.uow.run(
             lambda w: orders.apply_report(
-                w, tenant_id, order_id, cancelled, utcnow(), event_data={"reason": reason}
+                w, tenant_id, order_id, cancelled, clock.now(), event_data={"reason": reason}
             )
         )
 
@@ -426,7 +427,7 @@ def _prepare(
     return _Prepared(row, check)
 
 
-def _degrade(work: Work, tenant_id: str, deployment_id: str, reason: str) -> None:
+def _degrade(work: Work, tenant_id: str, deployment_id: str, reason: str, now: datetime) -> None:
     """Marks the deployment degraded (reason) or clears it (no reason), audited on change."""
     row = store.deployment_row(work.conn, tenant_id, deployment_id)
     if row is None or bool(row["degraded"]) == bool(reason):
@@ -434,7 +435,7 @@ def _degrade(work: Work, tenant_id: str, deployment_id: str, reason: str) -> Non
     work.conn.execute(
         sa.update(store.deployments)
         .where(store.deployments.c.deployment_id == deployment_id)
-        .values(degraded=bool(reason), degraded_reason=reason, updated_at=utcnow())
+        .values(degraded=bool(reason), degraded_reason=reason, updated_at=now)
     )
     work.event(
         "deployment.degraded" if reason else "deployment.recovered",

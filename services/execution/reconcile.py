@@ -18,7 +18,7 @@ replica's crash; a keyed retry that arrives first settles its own order (`settle
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -32,7 +32,7 @@ from services.execution.unitofwork import UnitOfWork, Work
 from services.execution.venue import ExecutionReport, VenueAdapter, VenueError
 from services.runtime import correlation, errors, outcomes
 from services.runtime.decimals import stored_decimal
-from services.runtime.timeutil import as_utc, utcnow
+from services.runtime.timeutil import as_utc
 
 if TYPE_CHECKING:
     from services.execution.flows import Flows
@@ -63,8 +63,9 @@ async def settle_order(
 ) -> execution_pb2.Order:
     """Settles an order whose venue answer was never recorded, by client order id."""
     tenant, order_id = str(row["tenant_id"]), str(row["order_id"])
-    lease = row["lease_until"]
-    if row["venue_state"] == orders.PENDING and lease is not None and as_utc(lease) > utcnow():
+    lease, clock = row["lease_until"], uow.clock
+    # The lease holds up to, not including, its end (as an idempotency key's does).
+    if row["venue_state"] == orders.PENDING and lease is not None and as_utc(lease) > clock.now():
         raise errors.IdempotencyInProgress(
             f"order {order_id} is still being sent to the venue; retry shortly"
         )
@@ -74,7 +75,7 @@ async def settle_order(
 
     def op(work: Work) -> execution_pb2.Order:
         conn = work.conn
-        now = utcnow()
+        now = clock.now()
         current = store.order_row(conn, tenant, order_id, for_update=True)
         assert current is not None
         if current["venue_state"] != orders.PENDING:
@@ -117,10 +118,10 @@ async def settle_order(
 
 async def run_once(flows: Flows) -> int:
     """One pass: lapsed in-flight orders, lapsed stops, then open orders' missed fills."""
-    now = utcnow()
-    done = 0
     uow = flows.uow
-    lapsed = await uow.db.read(lambda c: orders.pending_orders(c, expired_before=now))
+    now = uow.clock.now()
+    done = 0
+    lapsed = await uow.db.read(lambda c: orders.pending_orders(c, lapsed_by=now))
     for row in lapsed:
         with correlation.bound(_acting_for(str(row["tenant_id"]), str(row["request_id"]))):
             try:
@@ -133,7 +134,9 @@ async def run_once(flows: Flows) -> int:
     for row in stops:
         with correlation.bound(_acting_for(str(row["tenant_id"]), "")):
             try:
-                if await uow.run(partial(_take_stop, row=row, now=now, lease=lease)):
+                # The new lease runs from the take-over, not from the start of this pass.
+                until = uow.clock.now() + lease
+                if await uow.run(partial(_take_stop, row=row, lapsed_by=now, lease_until=until)):
                     await flows.deployments.finish_stop(
                         str(row["deployment_id"]),
                         bool(row["stop_flatten"]),
@@ -164,7 +167,7 @@ async def _sweep_open(flows: Flows) -> int:
                     tenant_id=tenant,
                     order_id=order_id,
                     report=report,
-                    now=utcnow(),
+                    now=flows.uow.clock.now(),
                     event_data={"reconciled": True},
                 )
             )
@@ -183,23 +186,26 @@ def _acting_for(tenant: str, request_id: str) -> correlation.Correlation:
     )
 
 
-def _take_stop(work: Work, *, row: sa.RowMapping, now: datetime, lease: timedelta) -> bool:
+def _take_stop(
+    work: Work, *, row: sa.RowMapping, lapsed_by: datetime, lease_until: datetime
+) -> bool:
     taken = work.conn.execute(
         sa.update(store.deployments)
         .where(
             store.deployments.c.deployment_id == row["deployment_id"],
             store.deployments.c.state == deployments.STOPPING,
-            store.deployments.c.stop_lease_until < now,
+            store.deployments.c.stop_lease_until <= lapsed_by,
         )
-        .values(stop_lease_until=utcnow() + lease)
+        .values(stop_lease_until=lease_until)
     ).rowcount
     return bool(taken)
 
 
 def _lapsed_stops(conn: Connection, now: datetime) -> list[sa.RowMapping]:
+    """Stops whose lease ended by `now` (a lease holds up to, not including, its end)."""
     d = store.deployments
     rows = conn.execute(
-        sa.select(d).where(d.c.state == deployments.STOPPING, d.c.stop_lease_until < now)
+        sa.select(d).where(d.c.state == deployments.STOPPING, d.c.stop_lease_until <= now)
     ).all()
     return [r._mapping for r in rows]
 

@@ -7,8 +7,6 @@ guard, so both proceed even when risk cannot answer (recorded as RISK_UNAVAILABL
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -44,19 +42,19 @@ class Reducer:
 
     async def settle_pending(self, deployment_id: str) -> None:
         """Waits for in-flight submissions to get their venue answer (a stop must see them)."""
-        flow = self.orders
-        deadline = time.monotonic() + flow.settings.execution_command_lease_seconds
+        flow, clock = self.orders, self.uow.clock
+        deadline = clock.monotonic() + flow.settings.execution_command_lease_seconds
         while True:
             pending = await self.uow.db.read(
                 lambda c: orders.pending_orders(c, deployment_id=deployment_id)
             )
             if not pending:
                 return
-            if time.monotonic() > deadline:
+            if clock.monotonic() > deadline:
                 for row in pending:
                     await reconcile.settle_order(self.uow, flow.venue, flow.equity, row)
                 return
-            await asyncio.sleep(0.05)
+            await clock.sleep(0.05)
 
     async def _cancel_open(self, deployment_id: str, reason: str) -> list[str]:
         tenant_id = tenant()

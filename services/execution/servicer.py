@@ -45,7 +45,7 @@ from services.runtime.config import Settings
 from services.runtime.idempotency import KeyPolicy
 from services.runtime.metadata import ACCEPTED_FLAG, REPLAYED_FLAG
 from services.runtime.storage import Database
-from services.runtime.timeutil import as_utc, utcnow
+from services.runtime.timeutil import as_utc
 from services.runtime.validation import IDEMPOTENCY_KEY_RE, Checker
 
 Context = aio.ServicerContext[object, object]
@@ -73,6 +73,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self.db = db
         self.flows = flows
         self.uow = flows.uow
+        #: The time keys are judged and claimed at, and unstamped marks are taken at.
+        self.clock = flows.clock
         self.settings = settings
         #: Time kept back from the caller's deadline to answer it.
         self.deadline_margin = deadline_margin
@@ -111,7 +113,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         try:
             # An order's new key is written with the order itself (idempotency.lookup).
             found = (
-                await self.uow.db.read(lambda c: idempotency.lookup(c, now=utcnow(), **key_args))
+                await self.uow.db.read(
+                    lambda c: idempotency.lookup(c, now=self.clock.now(), **key_args)
+                )
                 if route == ROUTE_SUBMIT
                 else None
             )
@@ -119,7 +123,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                 found
                 if found is not None
                 else await self.uow.run(
-                    lambda w: idempotency.claim(w.conn, now=utcnow(), **key_args)
+                    lambda w: idempotency.claim(w.conn, now=self.clock.now(), **key_args)
                 )
             )
         except (errors.IdempotencyKeyReused, errors.IdempotencyInProgress) as exc:
@@ -405,7 +409,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             check.instrument(f"marks[{i}].instrument", mark.instrument)
             check.decimal(f"marks[{i}].price", mark.price)
         check.done("invalid marks")
-        now = utcnow()
+        now = self.clock.now()
         marks = [
             (
                 m.instrument,

@@ -20,7 +20,7 @@ from services.execution.positions import value as positions_value
 from services.runtime import scopes
 from services.runtime.decimals import format_decimal, stored_decimal
 from services.runtime.pagination import NewestFirst
-from services.runtime.timeutil import as_utc, to_timestamp, utcnow
+from services.runtime.timeutil import as_utc, to_timestamp
 
 
 def _columns(names: str) -> list[sa.ColumnClause[object]]:
@@ -226,7 +226,12 @@ def position_versions(conn: Connection, deployment_id: str) -> dict[str, int]:
 
 
 def save_position(
-    conn: Connection, tenant_id: str, account_id: str, deployment_id: str, position: Position
+    conn: Connection,
+    tenant_id: str,
+    account_id: str,
+    deployment_id: str,
+    position: Position,
+    now: datetime,
 ) -> None:
     """Writes the position and counts one more version of it.
 
@@ -238,7 +243,7 @@ def save_position(
         "quantity": format_decimal(position.quantity),
         "average_price": format_decimal(position.average_price),
         "realized_pnl": format_decimal(position.realized_pnl),
-        "updated_at": utcnow(),
+        "updated_at": now,
     }
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     insert = dialect.insert(positions).values(

@@ -38,9 +38,8 @@ from services.execution.idempotency import Claim, Progress
 from services.execution.riskgate import RiskControls
 from services.runtime import correlation, errors, outbox, resilience
 from services.runtime.outbox import Headroom, Outbox
-from services.runtime.resilience import RetryPolicy
+from services.runtime.resilience import SYSTEM, Clock, RetryPolicy
 from services.runtime.storage import Database, after_commit
-from services.runtime.timeutil import utcnow
 
 T = TypeVar("T")
 log = logging.getLogger("gate4.execution")
@@ -92,10 +91,15 @@ def retryable(exc: sa.exc.DBAPIError) -> bool:
 
 
 class UnitOfWork:
-    def __init__(self, db: Database, box: Outbox, risk: RiskControls) -> None:
+    def __init__(
+        self, db: Database, box: Outbox, risk: RiskControls, clock: Clock = SYSTEM
+    ) -> None:
         self.db = db
         self.box = box
         self.risk = risk
+        #: The one time every flow over this unit of work reads: stored times, leases,
+        #: key expiry, waits (a test moves it with ManualClock.advance()).
+        self.clock = clock
 
     async def run(self, op: Callable[[Work], T], *, guard: Headroom | None = None) -> T:
         committed: list[Work] = []
@@ -108,6 +112,8 @@ class UnitOfWork:
             committed[:] = [work]
             return result
 
+        # The pause between a deadlock victim's attempts stays on real time (the default
+        # clock): it waits out contention in the database, which a test clock cannot move.
         result = await resilience.retry(
             lambda: self.db.write(transaction),
             RETRYABLE,
@@ -141,7 +147,7 @@ class UnitOfWork:
             if transient:
                 idempotency.release(work.conn, tenant(), claim)
             else:
-                idempotency.complete(work.conn, tenant(), claim, utcnow(), error=error)
+                idempotency.complete(work.conn, tenant(), claim, self.clock.now(), error=error)
 
         await self.run(op)
         progress.settled = True

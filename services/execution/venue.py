@@ -29,8 +29,9 @@ from sqlalchemy.engine import Connection
 from services.execution import store
 from services.execution.positions import ZERO
 from services.runtime.decimals import format_decimal, stored_decimal
+from services.runtime.resilience import SYSTEM, Clock
 from services.runtime.storage import Database
-from services.runtime.timeutil import as_utc, utcnow
+from services.runtime.timeutil import as_utc
 
 PRICE_PLACES = Decimal("1e-8")
 BPS = Decimal(10_000)
@@ -207,8 +208,11 @@ class PaperVenue:
         slippage_bps: Decimal = ZERO,
         max_fill_quantity: Decimal = ZERO,
         faults: FaultPlan | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.db = db
+        #: The venue's own time: its book's times and market fills' times.
+        self.clock = clock
         self.slippage = slippage_bps / BPS
         self.max_fill = max_fill_quantity
         self.faults = faults or FaultPlan()
@@ -252,7 +256,7 @@ class PaperVenue:
         ).first()
         if existing is not None:
             raise DuplicateClientOrderId(_report(existing))
-        now = utcnow()
+        now = self.clock.now()
         mark = store.mark_price(conn, order.tenant_id, order.instrument)
         status, reason = OPEN, ""
         fills: tuple[VenueFill, ...] = ()
@@ -296,7 +300,7 @@ class PaperVenue:
         conn.execute(
             sa.update(book)
             .where(book.c.client_order_id == client_order_id, book.c.status == OPEN)
-            .values(status=CANCELLED, reason="cancelled", updated_at=utcnow())
+            .values(status=CANCELLED, reason="cancelled", updated_at=self.clock.now())
         )
         return ExecutionReport(
             client_order_id, CANCELLED, report.filled_quantity, report.fills, "cancelled"
@@ -344,7 +348,7 @@ class PaperVenue:
                     status=status,
                     filled_quantity=format_decimal(filled),
                     fills=_fills_json(fills),
-                    updated_at=utcnow(),
+                    updated_at=self.clock.now(),
                 )
             )
             reports.append(ExecutionReport(order.client_order_id, status, filled, fills))

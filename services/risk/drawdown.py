@@ -36,7 +36,7 @@ from services.risk.policy import Policy
 from services.runtime import outbox, outcomes, scopes
 from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Outbox
-from services.runtime.timeutil import as_utc, to_timestamp, utcnow
+from services.runtime.timeutil import as_utc, to_timestamp
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -380,9 +380,9 @@ def _audit(
 
 
 def evidence_now(
-    conn: Connection, tenant_id: str, scope: str, scope_id: str, rule: Rule
+    conn: Connection, tenant_id: str, scope: str, scope_id: str, rule: Rule, now: datetime
 ) -> risk_pb2.BreachEvidence:
-    """The scope's drawdown as it stands, for a manual engagement's record."""
+    """The scope's drawdown as it stands at `now`, for a manual engagement's record."""
     threshold = rule.threshold(scope)
     stored = _load(conn, tenant_id, scope, scope_id)
     if stored is None:
@@ -390,11 +390,11 @@ def evidence_now(
             policy_version=rule.label,
             threshold=format_decimal(threshold) if threshold is not None else "",
         )
-        ts = to_timestamp(utcnow())
+        ts = to_timestamp(now)
         if ts is not None:
             evidence.at.CopyFrom(ts)
         return evidence
-    return _evidence(stored.track, threshold, rule.label, utcnow())
+    return _evidence(stored.track, threshold, rule.label, now)
 
 
 def rebase(conn: Connection, tenant_id: str, scope: str, scope_id: str) -> None:

@@ -29,7 +29,7 @@ from gate4.risk.v1 import risk_pb2
 from services.risk import locks
 from services.runtime import correlation, errors, outbox, outcomes, scopes
 from services.runtime.outbox import Outbox
-from services.runtime.timeutil import to_timestamp, utcnow
+from services.runtime.timeutil import to_timestamp
 from services.runtime.validation import ID_RE
 
 MANUAL = "manual"
@@ -215,7 +215,7 @@ def engage(
     by: str,
     evidence: risk_pb2.BreachEvidence,
     flatten: bool,
-    at: datetime | None = None,
+    at: datetime,
 ) -> tuple[risk_pb2.KillSwitch, bool]:
     """Engages the switch; returns its state and whether this call changed it.
 
@@ -247,7 +247,7 @@ def engage(
         "trigger": trigger,
         "reason": reason,
         "evidence": json.dumps(evidence_dict, sort_keys=True),
-        "engaged_at": at or utcnow(),
+        "engaged_at": at,
         "engaged_by": by,
         "released_at": None,
         "released_by": "",
@@ -303,6 +303,7 @@ def release(
     *,
     by: str,
     reason: str,
+    at: datetime,
 ) -> risk_pb2.KillSwitch:
     """Opens the latch; a switch that is not engaged is a state conflict (409)."""
     row = _row(conn, tenant_id, scope, scope_id)
@@ -314,7 +315,7 @@ def release(
         .where(*_where(tenant_id, scope, scope_id))
         .values(
             engaged=False,
-            released_at=utcnow(),
+            released_at=at,
             released_by=by,
             release_reason=reason,
             enforcement="",

@@ -46,7 +46,6 @@ from services.risk.reservations import Reservation
 from services.runtime import outbox, outcomes
 from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Outbox
-from services.runtime.timeutil import utcnow
 from services.runtime.validation import ID_RE
 
 ORDER_SUBMIT = "order.submit"
@@ -302,7 +301,9 @@ def _evaluate(
     return _Verdict(first.outcome, reason, breaches)
 
 
-def undecided(conn: Connection, box: Outbox, command: Command, why: str) -> risk_pb2.RiskDecision:
+def undecided(
+    conn: Connection, box: Outbox, command: Command, why: str, now: datetime
+) -> risk_pb2.RiskDecision:
     """The audited "no" when the decision itself failed (state unreadable, lock contended).
 
     It stands as the order's one decision when the account's lock can be had: an earlier
@@ -319,4 +320,4 @@ def undecided(conn: Connection, box: Outbox, command: Command, why: str) -> risk
             locks.hold(conn, locks.account_key(command.tenant_id, command.account_id))
         except locks.Contended:
             tracked = False
-    return _record(conn, box, command, verdict, "", utcnow(), tracked=tracked)
+    return _record(conn, box, command, verdict, "", now, tracked=tracked)

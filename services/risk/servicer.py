@@ -181,6 +181,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
                 document=document,
                 author=corr.user_id,
                 reason=request.reason.strip(),
+                now=self.clock.now(),
             )
             self.outbox.add(
                 conn,
@@ -257,7 +258,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             why = "risk state is busy" if isinstance(exc, locks.Contended) else "internal error"
             try:
                 decision = await self.db.write(
-                    lambda c: pretrade.undecided(c, self.outbox, command, why)
+                    lambda c: pretrade.undecided(c, self.outbox, command, why, self.clock.now())
                 )
             except Exception:
                 raise errors.RiskUnavailable(
@@ -437,7 +438,10 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             else:
                 account = ref.scope_id if ref.scope == scopes.ACCOUNT else ""
             rule = drawdown.rule_for(conn, corr.tenant_id, account)
-            evidence = drawdown.evidence_now(conn, corr.tenant_id, ref.scope, ref.scope_id, rule)
+            now = self.clock.now()
+            evidence = drawdown.evidence_now(
+                conn, corr.tenant_id, ref.scope, ref.scope_id, rule, now
+            )
             return killswitch.engage(
                 conn,
                 self.outbox,
@@ -451,6 +455,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
                 # Engaging by hand halts new risk; positions are closed only when asked.
                 # (A drawdown trip follows the policy's flattenOnTrip: drawdown.py.)
                 flatten=request.flatten,
+                at=now,
             )
 
         state, changed = await self._serialised(op)
@@ -490,6 +495,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
                 ref.scope_id,
                 by=corr.user_id,
                 reason=reason,
+                at=self.clock.now(),
             )
             drawdown.rebase(conn, corr.tenant_id, ref.scope, ref.scope_id)
             return state

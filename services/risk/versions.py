@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from services.risk import policy
-from services.runtime.timeutil import as_utc, utcnow
+from services.runtime.timeutil import as_utc
 
 versions = sa.table(
     "risk_policy_versions",
@@ -117,6 +117,7 @@ def put_version(
     document: dict[str, Any],
     author: str,
     reason: str,
+    now: datetime,
 ) -> tuple[PolicyRecord, PolicyRecord | None]:
     """Adds the next version as the active one; returns it and the version it replaced.
 
@@ -141,7 +142,7 @@ def put_version(
         "reason": reason,
         "document": json.dumps(doc, sort_keys=True, separators=(",", ":")),
         "active": True,
-        "created_at": utcnow(),
+        "created_at": now,
     }
     conn.execute(sa.insert(versions).values(**values))
     record = PolicyRecord(
@@ -153,6 +154,6 @@ def put_version(
         reason=reason,
         document_json=str(values["document"]),
         active=True,
-        created_at=values["created_at"],  # type: ignore[arg-type]
+        created_at=now,
     )
     return record, previous

@@ -26,6 +26,7 @@ from services.execution.venue import ExecutionReport, VenueFill, VenueOrder
 from services.runtime import correlation, errors
 from services.runtime.config import Settings
 from services.runtime.outbox import Outbox
+from services.runtime.resilience import SYSTEM, Clock
 from services.runtime.storage import Database
 from services.runtime.timeutil import utcnow
 
@@ -149,13 +150,20 @@ class Rig:
         return [e.type for e in self.events()]
 
 
-def make_rig(db: Database, settings: Settings | None = None) -> Rig:
+def make_rig(db: Database, settings: Settings | None = None, *, clock: Clock = SYSTEM) -> Rig:
     settings = settings or Settings(execution_retry_base_seconds=0)
     box = Outbox(db, "execution", 10_000)
     risk = FakeRisk()
     venue = FakeVenue()
     flows = Flows(
-        db, box, venue, Orchestrator(venue, settings), risk, settings, CrashHooks(settings)
+        db,
+        box,
+        venue,
+        Orchestrator(venue, settings, clock=clock),
+        risk,
+        settings,
+        CrashHooks(settings),
+        clock=clock,
     )
     return Rig(db, box, risk, venue, flows)
 

@@ -9,9 +9,12 @@ import pytest
 
 from gate4.execution.v1 import execution_pb2
 from services.execution.idempotency import Progress
-from services.runtime import errors
+from services.runtime import errors, outcomes
+from services.runtime.resilience import ManualClock
 from services.runtime.storage import Database
+from tests.execution import rows
 from tests.execution.fakes import Rig, acting, make_rig
+from tests.execution.rows import T0
 from tests.execution.test_placement import deploy, intent, place
 
 
@@ -86,3 +89,35 @@ def test_a_stopped_deployment_takes_no_orders(rig: Rig) -> None:
     with pytest.raises(errors.StateConflict, match="orders need a running deployment"):
         place(rig, intent(dep))
     assert rig.risk.intents == []
+
+
+def test_a_stop_waits_for_an_order_in_flight_on_the_clock_then_settles_it(db: Database) -> None:
+    """A stop polls for in-flight orders' venue answers on the flows' clock, for one command
+    lease: past it, it settles them by client order id itself and finishes (no real wait)."""
+    clock = ManualClock(T0)
+    rig = make_rig(db, clock=clock)
+    lease = rig.flows.settings.command_lease
+    dep = rows.deploy(db)
+    in_flight = rows.pending(db, dep, lease_until=T0 + lease)
+
+    async def scenario() -> execution_pb2.Deployment:
+        with acting():
+            stopping = asyncio.create_task(
+                rig.flows.deployments.stop(
+                    execution_pb2.StopDeploymentRequest(deployment_id=dep, reason="done"),
+                    None,
+                    Progress(),
+                )
+            )
+        await clock.sleeping()
+        clock.advance(lease)  # the whole lease, not past it: the stop still waits
+        await clock.sleeping()
+        assert not stopping.done()
+        clock.advance(0.05)  # the next poll is past the lease
+        return await stopping
+
+    stopped = asyncio.run(scenario())
+    assert stopped.state == "stopped"
+    settled = rows.order(db, in_flight)
+    assert (settled.status, settled.outcome) == ("rejected", outcomes.VENUE_NOT_RECEIVED)
+    assert rig.venue.submitted == []

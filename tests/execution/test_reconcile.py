@@ -4,17 +4,22 @@ dead process is settled by its client order id, never by sending it again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
 from gate4.execution.v1 import execution_pb2
 from services.execution import idempotency, orders, reconcile, store
-from services.execution.idempotency import ROUTE_SUBMIT
-from services.execution.venue import ExecutionReport
+from services.execution.idempotency import ROUTE_SUBMIT, Progress
+from services.execution.orders import Intent
+from services.execution.venue import ExecutionReport, VenueOrder
 from services.runtime import errors, outcomes
 from services.runtime.idempotency import KeyPolicy
+from services.runtime.resilience import ManualClock
 from services.runtime.storage import Database
+from services.runtime.timeutil import as_utc
 from tests.execution.fakes import TENANT, Rig, acting, make_rig
 from tests.execution.rows import T0, deploy, filled, order, pending
 
@@ -193,3 +198,98 @@ def test_run_once_adopts_fills_of_an_open_order_that_were_never_recorded(rig: Ri
     assert run_once(rig) == 1
     assert order(rig.db, order_id).status == "filled"
     assert rig.data("order.filled")[0]["reconciled"] is True
+
+
+# -- leases on the flows' clock ---------------------------------------------------------------
+# ManualClock: time moves only when the test advances it, so a lease is probed at its last
+# instant and at its end, with no wait.
+
+TICK = timedelta(microseconds=1)  # the finest step a stored time resolves
+
+
+def test_a_pending_orders_lease_lapses_exactly_at_its_end(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Placement leases the venue call for one command lease from the clock's now; while it
+    holds, reconcile leaves the order to its sender, and at `lease_until` takes it over."""
+    clock = ManualClock(T0)
+    rig = make_rig(db, clock=clock)
+    lease = rig.flows.settings.command_lease
+    dep = deploy(db)
+
+    async def scenario() -> None:
+        sent, never = asyncio.Event(), asyncio.Event()
+
+        async def unanswered(order: VenueOrder) -> ExecutionReport:
+            sent.set()
+            await never.wait()  # the sender dies waiting for the venue's answer
+            raise AssertionError("unreachable")
+
+        monkeypatch.setattr(rig.venue, "submit", unanswered)
+        intent = Intent(dep, "BTC-USD", "buy", "market", Decimal(1))
+        with acting():
+            sender = asyncio.create_task(
+                rig.flows.orders.place(intent, "ord_in_flight", None, Progress())
+            )
+        await sent.wait()
+        row = await db.read(lambda c: store.order_row(c, TENANT, "ord_in_flight"))
+        assert row is not None and row["venue_state"] == orders.PENDING
+        assert as_utc(row["lease_until"]) == T0 + lease
+
+        clock.advance(lease - TICK)  # the lease's last instant: still the sender's
+        assert await reconcile.run_once(rig.flows) == 0
+        with acting(), pytest.raises(errors.IdempotencyInProgress):
+            await reconcile.settle_order(rig.flows.uow, rig.flows.venue, rig.flows.equity, row)
+
+        clock.advance(TICK)  # its end: lapsed
+        assert await reconcile.run_once(rig.flows) == 1
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+    asyncio.run(scenario())
+    settled = order(db, "ord_in_flight")
+    assert (settled.status, settled.outcome) == ("rejected", outcomes.VENUE_NOT_RECEIVED)
+    assert rig.venue.submitted == []  # asked by client order id, never sent again
+    assert reconciled(rig) == [outcomes.NOT_AT_VENUE]
+
+
+def test_a_stops_lease_lapses_exactly_at_its_end(db: Database) -> None:
+    """A stop leases its deployment for one command lease from the clock's now. Its process
+    dies mid-stop: another stop is refused up to the lease's last instant, and at
+    `stop_lease_until` reconcile takes the stop over and finishes it."""
+    clock = ManualClock(T0)
+    rig = make_rig(db, clock=clock)
+    lease = rig.flows.settings.command_lease
+    dep = deploy(db)
+    # An order in flight, sent at T0 with its own command lease: the stop waits for it.
+    in_flight = pending(db, dep, lease_until=T0 + lease)
+
+    def request() -> execution_pb2.StopDeploymentRequest:
+        return execution_pb2.StopDeploymentRequest(deployment_id=dep, reason="done")
+
+    async def scenario() -> None:
+        with acting():
+            first = asyncio.create_task(rig.flows.deployments.stop(request(), None, Progress()))
+        await clock.sleeping()  # the stop waits on the clock for the order's venue answer
+        row = await db.read(lambda c: store.deployment_row(c, TENANT, dep))
+        assert row is not None and row["state"] == "stopping"
+        assert as_utc(row["stop_lease_until"]) == T0 + lease
+        first.cancel()  # its process dies, leaving the deployment stopping
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+
+        clock.advance(lease - TICK)
+        with acting(), pytest.raises(errors.StateConflict, match="already stopping"):
+            await rig.flows.deployments.stop(request(), None, Progress())
+        assert await reconcile.run_once(rig.flows) == 0
+
+        clock.advance(TICK)
+        # The order's lease and the stop's lapse together: the order is settled first.
+        assert await reconcile.run_once(rig.flows) == 2
+
+    asyncio.run(scenario())
+    assert order(db, in_flight).status == "rejected"
+    stopped = db.read_sync(lambda c: store.deployment_row(c, TENANT, dep))
+    assert stopped is not None and stopped["state"] == "stopped"
+    assert as_utc(stopped["updated_at"]) == T0 + lease

@@ -52,7 +52,13 @@ class RiskStore:
         doc = policy_doc(**limits)
         self.run(
             lambda c: versions.put_version(
-                c, tenant_id=tenant, account_id="", document=doc, author="olga", reason="r"
+                c,
+                tenant_id=tenant,
+                account_id="",
+                document=doc,
+                author="olga",
+                reason="r",
+                now=T0,
             ),
             tenant,
         )

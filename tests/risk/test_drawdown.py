@@ -59,6 +59,7 @@ def test_aggregates_and_daily_loss_in_the_database(store: RiskStore) -> None:
             document=policy_doc(killSwitch_maxDrawdownPct="50"),
             author="olga",
             reason="r",
+            now=T0,
         )
     )
     box = store.outbox

@@ -25,6 +25,7 @@ def test_engaged_switches_are_one_sample_each_until_released(store: RiskStore) -
             by="olga",
             evidence=risk_pb2.BreachEvidence(),
             flatten=False,
+            at=T0,
         )
 
     store.run(lambda c: engage(c, "dep-1"))

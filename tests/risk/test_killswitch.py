@@ -47,7 +47,7 @@ def engage(
 def release(store: RiskStore, scope: str = "deployment", scope_id: str = "dep-1") -> Any:
     return store.run(
         lambda c: killswitch.release(
-            c, store.outbox, "t1", scope, scope_id, by="rita", reason="all clear"
+            c, store.outbox, "t1", scope, scope_id, by="rita", reason="all clear", at=T0
         )
     )
 

@@ -45,7 +45,7 @@ def put(store: RiskStore, **limits: Any) -> None:
     doc = policy_doc(**limits)
     store.run(
         lambda c: versions.put_version(
-            c, tenant_id="t1", account_id="", document=doc, author="olga", reason="r"
+            c, tenant_id="t1", account_id="", document=doc, author="olga", reason="r", now=T0
         )
     )
 
