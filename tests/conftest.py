@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import postgres
+# Helpers under tests/support assert on the tests' behalf: their failures should read like a
+# test's own (pytest's assertion rewriting), which needs registering before they import.
+pytest.register_assert_rewrite("tests.support")
+
+from tests.support import postgres  # noqa: E402
 
 # The live platform fixtures (live_stack, private_stack) for every suite: one shared stack.
 pytest_plugins = ["tests.support.stack"]

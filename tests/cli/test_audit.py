@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cli.errors import EXIT_OK, EXIT_USAGE
-from tests.clients.live import RunCli, Tenant, gate4_stack, run_cli, tenant
+from tests.support.live import RunCli, Tenant, gate4_stack, run_cli, tenant
 from tests.support.stack import wait_for
 
 __all__ = ["gate4_stack", "run_cli", "tenant"]

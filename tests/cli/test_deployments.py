@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cli.errors import EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_OK
-from tests.clients.live import RunCli, Tenant, gate4_stack, ready_to_trade, run_cli, tenant
+from tests.support.live import RunCli, Tenant, gate4_stack, ready_to_trade, run_cli, tenant
 
 __all__ = ["gate4_stack", "run_cli", "tenant"]
 

@@ -24,7 +24,8 @@ from services.runtime.auth import TokenVerifier, api_key_id
 from services.runtime.config import Settings
 from services.runtime.roles import PLATFORM as ROLES
 from tests.cli import fakestack
-from tests.cli.helpers import lookup_api_key, source_env, stack_pids, stack_processes
+from tests.cli.helpers import lookup_api_key, stack_pids, stack_processes
+from tests.support.shell import source_env
 
 STOP_ORDER = ["gateway", "conversation", "execution", "risk", "audit"]
 

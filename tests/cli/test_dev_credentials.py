@@ -10,7 +10,8 @@ from cli.main import main
 from services.runtime.auth import TokenVerifier
 from services.runtime.config import Settings
 from services.runtime.roles import PLATFORM as ROLES
-from tests.cli.helpers import lookup_api_key, source_env
+from tests.cli.helpers import lookup_api_key
+from tests.support.shell import source_env
 
 ARGS = ["dev", "credentials", "--tenant", "acme", "--user", "alice"]
 ENV_NAMES = ["PLATFORM_API_BASE", "TOKEN", "API_KEY", "TENANT_ID", "USER_ID"]

@@ -14,7 +14,8 @@ import httpx
 
 from cli.credentials import CREDENTIALS_FILE
 from cli.devstack import PROCESSES, free_port
-from tests.cli.helpers import source_env, stack_processes
+from tests.cli.helpers import stack_processes
+from tests.support.shell import source_env
 
 START_TIMEOUT = 120.0
 

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from cli.incident.handoff import TEMPLATE_FIELDS
 from cli.incident.lanes import RISK_CONTRACTS
-from tests.clients.live import CliResult, RunCli, Tenant, new_tenant, run_cli
-from tests.docs.incidents import engage_without_breach, spans_exported, trip_drawdown
 from tests.support.audit import triggers_dropped
+from tests.support.incidents import engage_without_breach, spans_exported, trip_drawdown
+from tests.support.live import CliResult, RunCli, Tenant, new_tenant, run_cli
 from tests.support.stack import LiveStack
 
 __all__ = ["run_cli"]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from cli.errors import EXIT_AUTH, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
-from tests.clients.live import (
+from tests.support.live import (
     DEMO_POLICY,
     RunCli,
     Tenant,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cli.errors import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
-from tests.clients.live import RunCli, Tenant, gate4_stack, run_cli, tenant
+from tests.support.live import RunCli, Tenant, gate4_stack, run_cli, tenant
 
 __all__ = ["gate4_stack", "run_cli", "tenant"]
 

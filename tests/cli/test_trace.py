@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.risk.rig import policy_doc
+from tests.support.risk_rig import policy_doc
 from tests.support.stack import LiveStack, wait_for
 from tests.support.trader import Trader
 

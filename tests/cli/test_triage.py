@@ -13,15 +13,15 @@ import httpx
 from cli.errors import EXIT_OK, EXIT_UNAVAILABLE
 from cli.incident.conversation_checks import NOTIFYING_EVENTS
 from services.conversation.notifications import KINDS
-from tests.clients.live import RunCli, Tenant, new_tenant, run_cli
-from tests.docs.incidents import (
+from tests.support.faults import paused
+from tests.support.incidents import (
     engage_without_breach,
     reject_orders,
     replace_policy,
     spans_exported,
     trip_drawdown,
 )
-from tests.support.faults import paused
+from tests.support.live import RunCli, Tenant, new_tenant, run_cli
 from tests.support.stack import LiveStack, wait_for
 
 __all__ = ["run_cli"]

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.clients.live import GATE4_BIN, Tenant, gate4_stack, tenant
-from tests.clients.openclaw import (
+from tests.support.live import GATE4_BIN, Tenant, gate4_stack, tenant
+from tests.support.openclaw import (
     SKILL_DIR,
     SYSTEM_PATH,
     ensure_openclaw,
@@ -28,7 +28,7 @@ from tests.clients.openclaw import (
     run_openclaw,
     scratch_workspace,
 )
-from tests.clients.scripted_model import Scenario, Step, exec_transcript, openclaw_config, serve
+from tests.support.scripted_model import Scenario, Step, exec_transcript, openclaw_config, serve
 from tests.support.sink import Sink, credential_sink
 
 __all__ = ["gate4_stack", "tenant"]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.live import GATE4_BIN, Tenant, gate4_stack, tenant
-from tests.clients.openclaw import (
+from tests.support.live import GATE4_BIN, Tenant, gate4_stack, tenant
+from tests.support.openclaw import (
     QUICK_VALIDATE,
     SKILL_DIR,
     SKILL_NAME,
@@ -28,7 +28,7 @@ from tests.clients.openclaw import (
     scratch_workspace,
     skills_info,
 )
-from tests.clients.scripted_model import Scenario, Step, openclaw_config, serve
+from tests.support.scripted_model import Scenario, Step, openclaw_config, serve
 
 __all__ = ["gate4_stack", "tenant"]
 

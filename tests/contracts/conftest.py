@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.risk.rig import RiskRig
 from tests.support.execution_stack import ExecutionStack, start_execution_stack
+from tests.support.risk_rig import RiskRig
 from tests.support.stack import wait_for
 
 POLICY: dict[str, Any] = {
@@ -83,7 +83,7 @@ def audit_events(
     return wait_for(probe, timeout=timeout)
 
 
-# -- risk (tests/risk/rig.py) ------------------------------------------------------------------
+# -- risk (tests/support/risk_rig.py) ---------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.test_auth import assert_problem
+from tests.support.problems import assert_problem
 from tests.support.stack import LiveStack
 
 SESSIONS = "/v2/conversations/sessions"

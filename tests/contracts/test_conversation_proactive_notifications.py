@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from tests.contracts.conftest import POLICY, audit_events, new_tenant
-from tests.gateway.test_auth import assert_problem
+from tests.support.problems import assert_problem
 from tests.support.stack import LiveStack, wait_for
 
 SESSIONS = "/v2/conversations/sessions"

@@ -27,7 +27,6 @@ from tests.contracts.conftest import (
     new_tenant,
     policy,
 )
-from tests.gateway.test_auth import assert_problem
 from tests.support import postgres
 from tests.support.execution_stack import (
     ExecutionStack,
@@ -36,6 +35,7 @@ from tests.support.execution_stack import (
     metadata,
     stub_for,
 )
+from tests.support.problems import assert_problem
 from tests.support.trader import Trader, new_key
 
 REPLAYED = "idempotent-replayed"

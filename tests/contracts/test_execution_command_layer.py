@@ -24,8 +24,8 @@ from tests.contracts.conftest import (
     new_tenant,
     policy,
 )
-from tests.gateway.test_auth import assert_problem
 from tests.support.execution_stack import ExecutionStack, metadata
+from tests.support.problems import assert_problem
 from tests.support.stack import LiveStack, wait_for
 from tests.support.trader import Trader, new_key
 

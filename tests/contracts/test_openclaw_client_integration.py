@@ -43,7 +43,7 @@ from gate4_client import (
     RiskRejectedError,
 )
 from gate4_client._core import SAFE_OPERATIONS
-from tests.clients.live import (
+from tests.support.live import (
     CliResult,
     RunCli,
     Tenant,

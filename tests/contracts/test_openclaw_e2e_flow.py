@@ -1,7 +1,7 @@
 """Runbook A: the OpenClaw flow end to end on a live platform, in both client lanes.
 
 Skill lane: the real OpenClaw (`openclaw agent --local`, one run per user message in one
-OpenClaw session, with the scripted model of tests/clients/scripted_model.py on loopback)
+OpenClaw session, with the scripted model of tests/support/scripted_model.py on loopback)
 reads the gate4-platform skill and runs its `gate4` commands with its exec tool: it opens an
 `openclaw` session (clientLane=skill), sends turns, reads the deployment's status, has the
 platform's assistant propose the stop, confirms it with "yes" on the user's next message,
@@ -34,9 +34,9 @@ from typing import Any
 
 import pytest
 
-from tests.clients.live import GATE4_BIN, Tenant, deploy, gate4_stack, new_tenant
-from tests.clients.live import run_gate4_process as run_gate4
-from tests.clients.openclaw import (
+from tests.support.live import GATE4_BIN, Tenant, deploy, gate4_stack, new_tenant
+from tests.support.live import run_gate4_process as run_gate4
+from tests.support.openclaw import (
     SKILL_DIR,
     SYSTEM_PATH,
     WORKSPACE,
@@ -45,7 +45,7 @@ from tests.clients.openclaw import (
     openclaw_env,
     scratch_workspace,
 )
-from tests.clients.scripted_model import (
+from tests.support.scripted_model import (
     Scenario,
     Step,
     command_for,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.risk.rig import RiskRig, new_tenant, policy_doc, resting_buys
+from tests.support.risk_rig import RiskRig, new_tenant, policy_doc, resting_buys
 from tests.support.stack import LiveStack, wait_for
 
 

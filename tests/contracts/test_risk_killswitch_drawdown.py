@@ -19,9 +19,9 @@ import grpc
 import pytest
 
 from services.risk import drawdown
-from tests.gateway.test_auth import assert_problem
-from tests.risk.rig import RiskRig, new_tenant, policy_doc, resting_buys
 from tests.support import rpc
+from tests.support.problems import assert_problem
+from tests.support.risk_rig import RiskRig, new_tenant, policy_doc, resting_buys
 from tests.support.stack import LiveStack, wait_for
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)

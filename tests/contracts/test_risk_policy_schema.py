@@ -20,9 +20,9 @@ from jsonschema import Draft202012Validator
 from gate4.risk.v1 import risk_pb2
 from gateway.openapi import ApiContract
 from services.risk import policy
-from tests.gateway.test_auth import assert_problem
-from tests.risk.rig import DEMO_POLICY, ROOT, RiskRig, new_tenant, policy_doc, struct
 from tests.support import rpc
+from tests.support.problems import assert_problem
+from tests.support.risk_rig import DEMO_POLICY, ROOT, RiskRig, new_tenant, policy_doc, struct
 from tests.support.stack import LiveStack
 
 SCHEMA_FILE = ROOT / "services" / "risk" / "risk-policy.v1.schema.json"

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from services.risk import checks, policy
-from tests.gateway.test_auth import assert_problem
-from tests.risk.rig import RiskRig, new_tenant, policy_doc
+from tests.support.problems import assert_problem
+from tests.support.risk_rig import RiskRig, new_tenant, policy_doc
 from tests.support.stack import LiveStack
 
 # Generous limits, so each case breaches only the limit it is about.

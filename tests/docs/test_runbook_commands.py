@@ -26,10 +26,10 @@ import pytest
 
 from cli.credentials import issue_credentials, write_env_file
 from services.runtime.roles import PLATFORM as ROLES
-from tests.clients.live import Tenant
 from tests.docs import runbook
-from tests.docs.incidents import short, spans_exported, trip_drawdown
 from tests.docs.runbook import ROOT
+from tests.support.incidents import short, spans_exported, trip_drawdown
+from tests.support.live import Tenant
 from tests.support.stack import LiveStack
 
 LINKED = ("tests", "docs", "deploy", "pyproject.toml", ".venv")

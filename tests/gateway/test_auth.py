@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import httpx
 import jwt
 import pytest
 
+from tests.support.problems import assert_problem
 from tests.support.stack import LiveStack
 
 ROUTE = "/v1/deployments/dep_missing"
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["requestId"] == response.headers["x-request-id"]
-    assert set(body) >= {"type", "title", "status", "detail", "code", "requestId", "traceId"}
-    assert len(str(body["traceId"])) == 32
-    assert "Traceback" not in response.text
-    return body
 
 
 def test_valid_credentials_reach_the_service(live_stack: LiveStack) -> None:

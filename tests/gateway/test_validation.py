@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gateway.test_auth import assert_problem
+from tests.support.problems import assert_problem
 from tests.support.stack import LiveStack
 
 SESSION = {

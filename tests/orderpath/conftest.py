@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.risk.rig import policy_doc
 from tests.support import postgres
 from tests.support.replicas import DatabaseStack, ReplicaStack, replica_stack
+from tests.support.risk_rig import policy_doc
 from tests.support.stack import start_stack, wait_for
 from tests.support.trader import Trader, new_key
 
@@ -50,7 +50,7 @@ ROOMY: dict[str, Any] = {
 
 
 def roomy_policy(**limits: Any) -> dict[str, Any]:
-    """The demo policy with every limit far away, then `limits` (see tests/risk/rig.py)."""
+    """The demo policy with every limit far away, then `limits` (see tests/support/risk_rig.py)."""
     return policy_doc(**{**ROOMY, **limits})
 
 

@@ -25,7 +25,6 @@ import pytest
 import sqlalchemy as sa
 
 from services.runtime.storage.database import normalise_url
-from tests.gateway.test_auth import assert_problem
 from tests.orderpath.conftest import (
     BACKENDS,
     all_orders,
@@ -38,6 +37,7 @@ from tests.orderpath.conftest import (
     roomy_policy,
     trading,
 )
+from tests.support.problems import assert_problem
 from tests.support.replicas import DatabaseStack
 from tests.support.stack import wait_for
 from tests.support.trader import Trader, new_key

@@ -7,7 +7,6 @@ and nothing reaches the venue.
 
 from __future__ import annotations
 
-from tests.gateway.test_auth import assert_problem
 from tests.orderpath.conftest import (
     all_orders,
     audit_events,
@@ -18,6 +17,7 @@ from tests.orderpath.conftest import (
     roomy_policy,
     trading,
 )
+from tests.support.problems import assert_problem
 from tests.support.replicas import DatabaseStack
 from tests.support.trader import new_key
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.test_auth import assert_problem
 from tests.orderpath.conftest import (
     BACKENDS,
     all_orders,
@@ -36,6 +35,7 @@ from tests.orderpath.conftest import (
     trading,
 )
 from tests.support.faults import paused
+from tests.support.problems import assert_problem
 from tests.support.replicas import DatabaseStack
 from tests.support.stack import wait_for
 from tests.support.trader import Trader, new_key

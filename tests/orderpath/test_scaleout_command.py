@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 
 from cli.credentials import CREDENTIALS_FILE
 from cli.devstack import SCALE_OUT, replica_names
-from tests.cli.helpers import source_env
 from tests.support import postgres
+from tests.support.shell import source_env
 from tests.support.stack import TEST_ENV
 
 pytestmark = pytest.mark.postgres

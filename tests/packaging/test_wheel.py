@@ -16,7 +16,7 @@ import pytest
 
 from cli.devstack import Stack
 from gateway.openapi import ApiContract
-from tests.gateway.test_auth import assert_problem
+from tests.support.problems import assert_problem
 from tests.support.stack import TEST_ENV, LiveStack
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from services.runtime import correlation
 from services.runtime.outbox import Outbox
 from services.runtime.storage import Database
 from services.runtime.storage.migrations import migrate
-from tests.risk.rig import policy_doc
+from tests.support.risk_rig import policy_doc
 
 T = TypeVar("T")
 T0 = datetime(2026, 5, 4, 12, tzinfo=UTC)

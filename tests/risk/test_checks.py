@@ -11,7 +11,7 @@ import pytest
 from services.risk import checks, policy
 from services.risk.checks import OrderContext, worst_case
 from tests.risk.conftest import T0, intent, snapshot
-from tests.risk.rig import policy_doc
+from tests.support.risk_rig import policy_doc
 
 D = Decimal
 

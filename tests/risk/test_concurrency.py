@@ -18,8 +18,8 @@ import pytest
 
 from cli.devstack import PROCESSES, Stack, free_port
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
-from tests.risk.rig import order_intent, policy_doc, struct, user_metadata
 from tests.support import rpc
+from tests.support.risk_rig import order_intent, policy_doc, struct, user_metadata
 
 pytestmark = pytest.mark.postgres
 

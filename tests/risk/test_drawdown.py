@@ -8,7 +8,7 @@ from decimal import Decimal
 from services.risk import drawdown, versions
 from services.risk.drawdown import EquityReport, Track, advance
 from tests.risk.conftest import RiskStore
-from tests.risk.rig import policy_doc
+from tests.support.risk_rig import policy_doc
 
 D = Decimal
 T0 = datetime(2026, 5, 4, 23, 59, 58, tzinfo=UTC)

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 
 from services.risk import checks, pretrade, reservations, versions
 from tests.risk.conftest import RiskStore, intent
-from tests.risk.rig import policy_doc
+from tests.support.risk_rig import policy_doc
 
 T0 = datetime(2026, 5, 4, 12, tzinfo=UTC)
 

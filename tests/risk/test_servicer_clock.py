@@ -16,8 +16,8 @@ from services.risk.servicer import RiskServicer
 from services.runtime import correlation, roles
 from services.runtime.resilience import ManualClock
 from tests.risk.conftest import T0, RiskStore
-from tests.risk.rig import policy_doc, struct
 from tests.risk.test_enforcement import FakeExecution
+from tests.support.risk_rig import policy_doc, struct
 
 NO_CONTEXT = cast(Any, None)  # the servicer's methods here do not use the call's context
 

@@ -11,8 +11,8 @@ import httpx
 
 from services.runtime.auth import api_key_id
 from services.runtime.roles import PLATFORM as ROLES
-from tests.clients.live import CliResult, run_gate4_process
 from tests.security.conftest import KEY_CACHE_SECONDS, SecurityStack
+from tests.support.live import CliResult, run_gate4_process
 
 #: Time for requests and the operator's process start on a busy machine, on top of the cache
 #: (generous: the test shows the cache lets go, not how fast a loaded host is).

@@ -23,8 +23,8 @@ from gate4_client import (
 )
 from gate4_client.errors import ApiError
 from services.runtime.roles import PLATFORM as ROLES
-from tests.clients.live import RunCli, run_cli, run_gate4_process
 from tests.security.conftest import SecurityStack
+from tests.support.live import RunCli, run_cli, run_gate4_process
 from tests.support.sink import Sink, credential_sink
 
 __all__ = ["run_cli"]

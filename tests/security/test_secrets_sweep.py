@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 
 from services.runtime.roles import PLATFORM as ROLES
-from tests.clients.live import CliResult, RunCli, run_cli
 from tests.security.conftest import SecurityStack
+from tests.support.live import CliResult, RunCli, run_cli
 from tests.support.stack import wait_for
 
 __all__ = ["run_cli"]

@@ -1,7 +1,7 @@
 """Fixtures of the client-lane tests: one live platform for all of them, fresh tenants,
 and the `gate4` CLI run in process (fast) or as the real console script.
 
-Import the fixtures into a test module (`from tests.clients.live import gate4_stack, ...`).
+Import the fixtures into a test module (`from tests.support.live import gate4_stack, ...`).
 `gate4_stack` is a process-wide singleton, so every module that imports it shares one
 platform (starting one takes seconds); each test works in a tenant of its own.
 """

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gate4_client import KillSwitchEngagedError, RiskRejectedError
-from tests.clients.live import DEMO_POLICY, Tenant, ready_to_trade
+from tests.support.live import DEMO_POLICY, Tenant, ready_to_trade
 from tests.support.stack import LiveStack, wait_for
 
 
