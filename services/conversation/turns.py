@@ -32,6 +32,7 @@ from services.runtime.idempotency import (
     KeyTable,
     taken_over,
 )
+from services.runtime.storage.conflicts import insert_new
 from services.runtime.timeutil import as_utc, utcnow
 
 turns = sa.table(
@@ -124,28 +125,24 @@ def claim(
             .values(idempotency_key=None)
         )
     claimed = Claim(turn_id=f"trn_{uuid.uuid4().hex[:24]}", sequence=turn_count + 1)
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                sa.insert(turns).values(
-                    turn_id=claimed.turn_id,
-                    session_id=session_id,
-                    tenant_id=tenant_id,
-                    sequence=claimed.sequence,
-                    idempotency_key=key or None,
-                    request_digest=request_digest,
-                    status=IN_PROGRESS,
-                    created_at=now,
-                    updated_at=now,
-                    lease_until=policy.lease_until(now),
-                    expires_at=policy.expires_at(now),
-                )
-            )
-    except sa.exc.IntegrityError:
+    row = {
+        "turn_id": claimed.turn_id,
+        "session_id": session_id,
+        "tenant_id": tenant_id,
+        "sequence": claimed.sequence,
+        "idempotency_key": key or None,
+        "request_digest": request_digest,
+        "status": IN_PROGRESS,
+        "created_at": now,
+        "updated_at": now,
+        "lease_until": policy.lease_until(now),
+        "expires_at": policy.expires_at(now),
+    }
+    if not insert_new(conn, turns, row, "turn_id"):
         # Another process claimed this sequence (or this key) first.
         raise errors.StateConflict(
             "another turn is being processed on this session; retry when it has answered"
-        ) from None
+        )
     return claimed
 
 

@@ -40,7 +40,6 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from services.execution.store import idempotency as keys
@@ -55,6 +54,7 @@ from services.runtime.idempotency import (
     busy,
     taken_over,
 )
+from services.runtime.storage.conflicts import insert_new
 
 TABLE = KeyTable(keys)
 
@@ -228,16 +228,10 @@ def _fresh(
 def _insert(
     conn: Connection, tenant_id: str, route: str, key: str, values: dict[str, object]
 ) -> bool:
-    """Inserts the key's record unless it exists; whether it did (RETURNING: the driver's
-    rowcount of a skipped `ON CONFLICT DO NOTHING` is not reliable on PostgreSQL)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    inserted = conn.execute(
-        dialect.insert(keys)
-        .values(tenant_id=tenant_id, route=route, key=key, **values)
-        .on_conflict_do_nothing()
-        .returning(keys.c.owner)
-    ).first()
-    return inserted is not None
+    """Inserts the key's record unless it exists; whether it did."""
+    return insert_new(
+        conn, keys, {"tenant_id": tenant_id, "route": route, "key": key, **values}, "owner"
+    )
 
 
 def _insert_deferred(
