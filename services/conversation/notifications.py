@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import grpc
@@ -26,7 +27,7 @@ from services.conversation import sessions
 from services.runtime import correlation, outcomes, roles
 from services.runtime.resilience import SYSTEM, Clock, RetryPolicy, Worker
 from services.runtime.storage import Database
-from services.runtime.timeutil import to_timestamp, utcnow
+from services.runtime.timeutil import to_timestamp
 
 if TYPE_CHECKING:
     from gate4.audit.v1.audit_pb2_grpc import AuditServiceAsyncStub
@@ -116,13 +117,12 @@ def read_cursor(conn: Connection) -> int:
     return int(value or 0)
 
 
-def ingest(conn: Connection, event: audit_pb2.AuditEvent) -> int:
+def ingest(conn: Connection, event: audit_pb2.AuditEvent, now: datetime) -> int:
     """Records the event's notifications and moves the cursor past it; returns how many."""
     created = 0
     if notifies(event):
         kind = KINDS[event.type]
         text = describe(event)[:1000]
-        now = utcnow()
         for session_id in sessions.opted_in(conn, event.tenant_id):
             exists = conn.execute(
                 sa.select(notifications.c.notification_id).where(
@@ -213,7 +213,9 @@ def pending_count(conn: Connection, session_id: str) -> int:
     )
 
 
-def deliver(conn: Connection, session_id: str, turn_id: str) -> list[conversation_pb2.Notification]:
+def deliver(
+    conn: Connection, session_id: str, turn_id: str, now: datetime
+) -> list[conversation_pb2.Notification]:
     """Takes the session's pending notifications for this turn."""
     items = pending(conn, session_id)
     if items:
@@ -223,12 +225,12 @@ def deliver(conn: Connection, session_id: str, turn_id: str) -> list[conversatio
                 notifications.c.notification_id.in_([n.notification_id for n in items]),
                 notifications.c.delivered_turn_id.is_(None),
             )
-            .values(delivered_turn_id=turn_id, delivered_at=utcnow())
+            .values(delivered_turn_id=turn_id, delivered_at=now)
         )
     return items
 
 
-def discard_pending(conn: Connection, session_id: str) -> None:
+def discard_pending(conn: Connection, session_id: str, now: datetime) -> None:
     """Opting out stops delivery at once: what is still pending is never delivered."""
     conn.execute(
         sa.update(notifications)
@@ -236,7 +238,7 @@ def discard_pending(conn: Connection, session_id: str) -> None:
             notifications.c.session_id == session_id,
             notifications.c.delivered_turn_id.is_(None),
         )
-        .values(delivered_turn_id="opted-out", delivered_at=utcnow())
+        .values(delivered_turn_id="opted-out", delivered_at=now)
     )
 
 
@@ -293,9 +295,9 @@ class Feed(Worker):
                 )
             )
             async for event in stream:
-                await self.db.write(_ingest_op(event))
+                await self.db.write(_ingest_op(event, self.clock))
                 self.ingested += 1
 
 
-def _ingest_op(event: audit_pb2.AuditEvent) -> Callable[[Connection], int]:
-    return lambda conn: ingest(conn, event)
+def _ingest_op(event: audit_pb2.AuditEvent, clock: Clock) -> Callable[[Connection], int]:
+    return lambda conn: ingest(conn, event, clock.now())

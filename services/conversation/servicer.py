@@ -18,8 +18,9 @@ from services.runtime.canonical import digest
 from services.runtime.idempotency import KeyPolicy
 from services.runtime.metadata import REPLAYED_FLAG
 from services.runtime.outbox import Outbox
+from services.runtime.resilience import SYSTEM, Clock
 from services.runtime.storage import Database
-from services.runtime.timeutil import to_timestamp, utcnow
+from services.runtime.timeutil import to_timestamp
 from services.runtime.validation import IDEMPOTENCY_KEY_RE, Checker
 
 Context = aio.ServicerContext[object, object]
@@ -27,8 +28,17 @@ MAX_MESSAGE = 4000
 
 
 class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
-    def __init__(self, db: Database, box: Outbox, assistant: Assistant, keys: KeyPolicy) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: Outbox,
+        assistant: Assistant,
+        keys: KeyPolicy,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self.db = db
+        #: Turn leases and every time a session, turn or notification records.
+        self.clock = clock
         #: The lease and lifetime of turn keys, as of every idempotency key.
         self.keys = keys
         self.outbox = box
@@ -46,7 +56,13 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         def op(conn: Connection) -> conversation_pb2.Session:
             self.outbox.ensure_capacity(conn)
             session_id = sessions.create(
-                conn, corr.tenant_id, corr.user_id, request.channel, request.topic, metadata
+                conn,
+                corr.tenant_id,
+                corr.user_id,
+                request.channel,
+                request.topic,
+                metadata,
+                self.clock.now(),
             )
             self.outbox.add(
                 conn,
@@ -135,7 +151,7 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
             """Replays a stored turn; answers a turn that needs nothing from the platform
             in this one write; else claims the session's next turn."""
             row = self._load(conn, request.session_id)
-            now = utcnow()
+            now = self.clock.now()
             stored = turns.replay(conn, request.session_id, key, request_digest, now)
             if stored is not None:
                 return stored, row, None, True
@@ -182,11 +198,12 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         metadata: dict[str, Any],
     ) -> conversation_pb2.Turn:
         self.outbox.ensure_capacity(conn)
+        now = self.clock.now()
         opted_in = bool(metadata.get(sessions.OPT_IN, False))
         if opted_in:
-            delivered = notifications.deliver(conn, request.session_id, claim.turn_id)
+            delivered = notifications.deliver(conn, request.session_id, claim.turn_id, now)
         else:
-            notifications.discard_pending(conn, request.session_id)
+            notifications.discard_pending(conn, request.session_id, now)
             delivered = []
         sessions.advance(
             conn,
@@ -194,6 +211,7 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
             turn_count=claim.sequence,
             memory=outcome.memory,
             metadata=metadata,
+            now=now,
         )
         corr = correlation.current()
         turn = conversation_pb2.Turn(
@@ -208,10 +226,10 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         )
         turn.context_memory.SetInParent()
         turn.context_memory.update(outcome.memory)
-        created = to_timestamp(utcnow())
+        created = to_timestamp(now)
         assert created is not None
         turn.created_at.CopyFrom(created)
-        turns.complete(conn, turn)
+        turns.complete(conn, turn, now)
         self.outbox.add(
             conn,
             outbox.event(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from gate4.conversation.v1 import conversation_pb2
 from services.conversation import memory as memory_mod
-from services.runtime.timeutil import to_timestamp, utcnow
+from services.runtime.timeutil import to_timestamp
 from services.runtime.validation import Checker
 
 #: openclaw is the OpenClaw assistant lane; the others are the platform's own clients.
@@ -98,8 +99,8 @@ def create(
     channel: str,
     topic: str,
     metadata: dict[str, Any],
+    now: datetime,
 ) -> str:
-    now = utcnow()
     session_id = f"ses_{uuid.uuid4().hex[:24]}"
     opt_in = bool(metadata.get(OPT_IN, False))
     conn.execute(
@@ -137,6 +138,7 @@ def advance(
     turn_count: int,
     memory: memory_mod.Memory,
     metadata: dict[str, Any],
+    now: datetime,
 ) -> None:
     """Stores the state a completed turn leaves behind."""
     conn.execute(
@@ -148,7 +150,7 @@ def advance(
             memory=json.dumps(memory, sort_keys=True),
             metadata=json.dumps(metadata, sort_keys=True),
             notifications_opt_in=bool(metadata.get(OPT_IN, False)),
-            updated_at=utcnow(),
+            updated_at=now,
         )
     )
 

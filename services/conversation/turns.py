@@ -33,7 +33,7 @@ from services.runtime.idempotency import (
     taken_over,
 )
 from services.runtime.storage.conflicts import insert_new
-from services.runtime.timeutil import as_utc, utcnow
+from services.runtime.timeutil import as_utc
 
 turns = sa.table(
     "conversation_turns",
@@ -146,13 +146,13 @@ def claim(
     return claimed
 
 
-def complete(conn: Connection, turn: conversation_pb2.Turn) -> None:
+def complete(conn: Connection, turn: conversation_pb2.Turn, now: datetime) -> None:
     """Stores the turn, in the transaction that advances its session; raises (rolling it
     back) when another attempt took the turn over after its lease lapsed."""
     done = conn.execute(
         sa.update(turns)
         .where(TABLE.held_by(turn.turn_id))
-        .values(status=COMPLETED, response=turn.SerializeToString(), updated_at=utcnow())
+        .values(status=COMPLETED, response=turn.SerializeToString(), updated_at=now)
     ).rowcount
     if not done:
         raise taken_over()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any, cast
 
 import grpc
@@ -256,7 +257,7 @@ def test_a_failed_write_does_not_end_the_feed(monkeypatch: pytest.MonkeyPatch) -
     db = _FlakyDatabase(failures=1)
     seen: list[str] = []
 
-    def ingest(conn: Any, event: audit_pb2.AuditEvent) -> int:
+    def ingest(conn: Any, event: audit_pb2.AuditEvent, now: datetime) -> int:
         seen.append(event.event_id)
         db.cursor = event.position
         return 1

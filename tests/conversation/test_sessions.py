@@ -3,6 +3,7 @@ loaded only by its own tenant, and advanced by a completed turn."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,10 +13,14 @@ from services.conversation import memory, sessions
 from services.runtime import errors
 from services.runtime.storage import Database
 
+#: When the session is created, and when a turn advances it.
+T0 = datetime(2026, 5, 4, 12, tzinfo=UTC)
+T1 = datetime(2026, 5, 4, 12, 5, tzinfo=UTC)
+
 
 def create(db: Database, tenant: str = "t1", **metadata: Any) -> str:
     return db.write_sync(
-        lambda c: sessions.create(c, tenant, "alice", "openclaw", "incident-triage", metadata)
+        lambda c: sessions.create(c, tenant, "alice", "openclaw", "incident-triage", metadata, T0)
     )
 
 
@@ -70,10 +75,12 @@ def test_advance_stores_what_a_turn_leaves_and_versions_memory_by_turn(db: Datab
             turn_count=3,
             memory=changed,
             metadata={"notificationsOptIn": False},
+            now=T1,
         )
     )
     session = load(db, session_id)
     assert session.turn_count == 3 and session.context_memory_snapshot.version == 3
+    assert session.created_at.ToDatetime(UTC) == T0 and session.updated_at.ToDatetime(UTC) == T1
     assert session.context_memory["activeDeploymentId"] == "dep_1"
     assert session.context_memory["preferences"]["notificationsOptIn"] is False
     assert db.read_sync(lambda c: sessions.opted_in(c, "t1")) == []

@@ -24,7 +24,7 @@ EXPIRED = POLICY.expires_at(T0)
 
 @pytest.fixture
 def session_id(db: Database) -> str:
-    return db.write_sync(lambda c: sessions.create(c, "t1", "alice", "openclaw", "triage", {}))
+    return db.write_sync(lambda c: sessions.create(c, "t1", "alice", "openclaw", "triage", {}, T0))
 
 
 def claim(
@@ -54,7 +54,7 @@ def complete(db: Database, session_id: str, claimed: turns.Claim) -> conversatio
         message="stop dep_1",
         request_id="req_turn_1",
     )
-    db.write_sync(lambda c: turns.complete(c, turn))
+    db.write_sync(lambda c: turns.complete(c, turn, T0))
     return turn
 
 
@@ -83,7 +83,7 @@ def test_a_second_turn_is_refused_while_one_runs(db: Database, session_id: str) 
 
 def test_turns_of_other_sessions_run_side_by_side(db: Database, session_id: str) -> None:
     """The one-turn rule is per session."""
-    other = db.write_sync(lambda c: sessions.create(c, "t1", "bob", "web", "other", {}))
+    other = db.write_sync(lambda c: sessions.create(c, "t1", "bob", "web", "other", {}, T0))
     claim(db, session_id)
     assert claim(db, other).sequence == 1
 
@@ -166,7 +166,7 @@ def test_a_key_reused_with_another_turn_is_refused(db: Database, session_id: str
 
 def test_keys_are_scoped_to_their_session(db: Database, session_id: str) -> None:
     """A key used on one session is new on another."""
-    other = db.write_sync(lambda c: sessions.create(c, "t1", "bob", "web", "other", {}))
+    other = db.write_sync(lambda c: sessions.create(c, "t1", "bob", "web", "other", {}, T0))
     complete(db, session_id, claim(db, session_id, key="key-turn-1"))
     assert replay(db, other, "key-turn-1", digest="d2") is None
     assert claim(db, other, key="key-turn-1", digest="d2").sequence == 1
