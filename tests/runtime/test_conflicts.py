@@ -4,8 +4,7 @@ no error for group commit to replay, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -13,21 +12,13 @@ from sqlalchemy.engine import Connection
 
 from services.runtime.storage import Database
 from services.runtime.storage.conflicts import insert_new
-from services.runtime.storage.migrations import migrate
-from tests.support.migrations import items_migrations
 
 items = sa.table("items", sa.column("id", sa.Integer), sa.column("name", sa.String))
 
 
 @pytest.fixture
-def db(database_url: str, tmp_path: Path) -> Iterator[Database]:
-    database = Database(database_url, name="demo", max_batch=256)
-    migrate(database, items_migrations(tmp_path / "migrations"), "demo")
-    database.start()
-    try:
-        yield database
-    finally:
-        database.close()
+def db(items_db: Database) -> Database:
+    return items_db
 
 
 def names(db: Database) -> list[str]:

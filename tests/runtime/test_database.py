@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,14 +24,8 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def db(database_url: str, tmp_path: Path) -> Iterator[Database]:
-    database = Database(database_url, name="demo", max_batch=256)
-    migrate(database, items_migrations(tmp_path / "migrations"), "demo")
-    database.start()
-    try:
-        yield database
-    finally:
-        database.close()
+def db(items_db: Database) -> Database:
+    return items_db
 
 
 def insert(name: str) -> Callable[[Connection], int]:
