@@ -8,14 +8,11 @@ import pytest
 
 from services.conversation.app import ConversationService
 from services.runtime.storage import Database
-from services.runtime.storage.migrations import migrate
+from tests.support.databases import migrated
 
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
     """Migrated, with its group-commit writer running (db.write_sync and db.write)."""
-    database = Database(database_url, name="conversation")
-    migrate(database, ConversationService.migrations, "conversation")
-    database.start()
-    yield database
-    database.close()
+    with migrated(database_url, "conversation", ConversationService.migrations) as database:
+        yield database

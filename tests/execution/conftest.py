@@ -8,13 +8,10 @@ import pytest
 
 from services.execution.app import ExecutionService
 from services.runtime.storage import Database
-from services.runtime.storage.migrations import migrate
+from tests.support.databases import migrated
 
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url, name="execution")
-    migrate(database, ExecutionService.migrations, "execution")
-    database.start()
-    yield database
-    database.close()
+    with migrated(database_url, "execution", ExecutionService.migrations) as database:
+        yield database

@@ -25,8 +25,14 @@ T = TypeVar("T")
 T0 = datetime(2026, 5, 4, 12, tzinfo=UTC)
 
 
-def deploy(db: Database, *, account: str = "acc-1", at: datetime = T0) -> str:
-    """A running paper deployment of BTC-USD; returns its id."""
+def deploy(
+    db: Database,
+    *,
+    account: str = "acc-1",
+    at: datetime = T0,
+    instruments: tuple[str, ...] = ("BTC-USD",),
+) -> str:
+    """A running paper deployment (of BTC-USD unless `instruments` says); returns its id."""
     deployment_id = new_id("dep")
     db.write_sync(
         lambda c: c.execute(
@@ -35,7 +41,7 @@ def deploy(db: Database, *, account: str = "acc-1", at: datetime = T0) -> str:
                 tenant_id=TENANT,
                 strategy_id="s1",
                 account_id=account,
-                instruments=json.dumps(["BTC-USD"]),
+                instruments=json.dumps(list(instruments)),
                 capital_allocation="100000",
                 mode="paper",
                 state="running",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from decimal import Decimal as D
 from typing import Any
 
@@ -21,31 +20,14 @@ from services.runtime.idempotency import KeyPolicy
 from services.runtime.storage import Database
 from services.runtime.storage.migrations import migrate
 from services.runtime.timeutil import utcnow
+from tests.execution import rows
 from tests.execution.fakes import TENANT, Rig, acting, make_rig
 
 
 def deploy(rig: Rig, instruments: tuple[str, ...] = ("BTC-USD",)) -> str:
-    deployment_id = new_id("dep")
+    """A running deployment created now, with a fresh BTC-USD mark to trade at."""
     now = utcnow()
-    rig.db.write_sync(
-        lambda c: c.execute(
-            sa.insert(store.deployments).values(
-                deployment_id=deployment_id,
-                tenant_id=TENANT,
-                strategy_id="s1",
-                account_id="acc-1",
-                instruments=json.dumps(list(instruments)),
-                capital_allocation="100000",
-                mode="paper",
-                state="running",
-                policy_version="v1",
-                degraded=False,
-                peak_equity="100000",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    )
+    deployment_id = rows.deploy(rig.db, at=now, instruments=instruments)
     rig.db.write_sync(lambda c: store.upsert_mark(c, TENANT, "BTC-USD", "100", now))
     return deployment_id
 

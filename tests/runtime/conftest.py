@@ -9,16 +9,11 @@ from pathlib import Path
 import pytest
 
 from services.runtime.storage import Database
-from services.runtime.storage.migrations import migrate
+from tests.support.databases import migrated
 from tests.support.migrations import items_migrations
 
 
 @pytest.fixture
 def items_db(database_url: str, tmp_path: Path) -> Iterator[Database]:
-    database = Database(database_url, name="demo", max_batch=256)
-    migrate(database, items_migrations(tmp_path / "migrations"), "demo")
-    database.start()
-    try:
+    with migrated(database_url, "demo", items_migrations(tmp_path / "migrations")) as database:
         yield database
-    finally:
-        database.close()
