@@ -69,6 +69,15 @@ def unshipped(platform: DatabaseStack, service: str) -> int:
         engine.dispose()
 
 
+def drained(platform: DatabaseStack) -> None:
+    """Waits until execution's and risk's outboxes have shipped every event."""
+    wait_for(
+        lambda: all(unshipped(platform, s) == 0 for s in ("execution", "risk")),
+        timeout=60,
+        interval=0.1,
+    )
+
+
 def log_text(platform: DatabaseStack, service: str) -> str:
     return (platform.var_dir / "logs" / f"{service}.log").read_text(errors="replace")
 
@@ -94,6 +103,9 @@ def test_the_brake_works_while_audit_is_down_and_every_event_arrives_once(
         tripping = deploy(trader, "acc-trip", ["BTC-USD"], capital="350")
         filler = deploy(trader, "acc-fill", ["BTC-USD"])
         for dep_id in (stopping, halted, tripping):
+            # With a bound of 4, an order sent before the last one's events shipped is
+            # refused: the setup waits them out, the brake below is what is tested.
+            drained(platform)
             trader.filled(dep_id, "buy", "2")
         execution_barrier(trader)
         risk_barrier(trader)
@@ -128,11 +140,7 @@ def test_the_brake_works_while_audit_is_down_and_every_event_arrives_once(
 
         for service in ("execution", "risk"):
             assert "outbox reserve" in log_text(platform, service), service
-        wait_for(
-            lambda: all(unshipped(platform, s) == 0 for s in ("execution", "risk")),
-            timeout=60,
-            interval=0.25,
-        )
+        drained(platform)
 
         events = audit_events(trader.client)
         ids = [e["eventId"] for e in events]
