@@ -316,7 +316,12 @@ def test_killing_a_risk_and_an_execution_replica_under_load_loses_no_acknowledge
     for key, ack in acked.items():
         assert by_key.get(key) == [ack["orderId"]], f"{key}: acked {ack}, stored {by_key.get(key)}"
     assert len(orders) == len(keys), "an idempotency key produced a second order"
-    assert position(second.client, dep_id, "BTC-USD") == len(keys)
+    unfilled = {
+        o["orderId"]: (o["status"], o.get("outcome"), o.get("rejectReason"))
+        for o in orders
+        if o["status"] != "filled"
+    }
+    assert position(second.client, dep_id, "BTC-USD") == len(keys), f"not filled: {unfilled}"
     _wait_filled_in_audit(second.client, {ack["orderId"] for ack in acked.values()})
     verified = second.client.get("/v1/audit/chain/verify")
     assert verified.status_code == 200, verified.text
