@@ -12,6 +12,7 @@ import grpc
 from gate4.execution.v1 import execution_pb2_grpc
 from gate4.risk.v1 import risk_pb2, risk_pb2_grpc
 from services.risk import enforcement, gauges
+from services.risk.books import Books
 from services.risk.enforcement import Enforcer
 from services.risk.reaper import Reaper
 from services.risk.servicer import RiskServicer
@@ -44,15 +45,17 @@ class RiskService(BaseService):
                 max_delay=self.settings.risk_enforcement_max_backoff_seconds,
             ),
         )
+        books = Books()  # one per process: every writer of an account's state keeps it current
         self.reaper = Reaper(
             self.db,
             self.outbox,
             execution,
             check_after=timedelta(seconds=self.settings.risk_reservation_check_seconds),
             release_after=timedelta(seconds=self.settings.risk_reservation_release_seconds),
+            books=books,
         )
         risk_pb2_grpc.add_RiskServiceServicer_to_server(
-            RiskServicer(self.db, self.outbox, self.enforcer), server
+            RiskServicer(self.db, self.outbox, self.enforcer, books=books), server
         )
         gauges.register(self.db)
 

@@ -152,6 +152,10 @@ def order_context(intent: risk_pb2.OrderIntent) -> OrderContext:
         raise Undecidable(f"side {intent.side!r} is not buy or sell")
     if not intent.account_id or not intent.deployment_id:
         raise Undecidable("the order names no account or no deployment")
+    for name, value in (("account", intent.account_id), ("deployment", intent.deployment_id)):
+        if not ID_RE.match(value):
+            # Risk keeps its books per account, and the order's row names both.
+            raise Undecidable(f"{name} id {value!r} is malformed")
     if not ID_RE.match(intent.order_id):
         # Its reservation and its one decision are kept under this id.
         raise Undecidable(f"order id {intent.order_id!r} is missing or malformed")

@@ -21,10 +21,11 @@ gives the same transitions; a report older than the deployment's last one is ign
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -37,6 +38,9 @@ from services.runtime import outbox, outcomes, scopes
 from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Outbox
 from services.runtime.timeutil import as_utc, to_timestamp
+
+if TYPE_CHECKING:
+    from services.risk.books import Books
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -149,6 +153,23 @@ def _save(
         )
 
 
+def _booked(
+    conn: Connection,
+    books: Books,
+    tenant_id: str,
+    report: EquityReport,
+    before: _Row | None,
+    today: DayEquity,
+) -> None:
+    """The deployment's equity day, in its account's book (and out of the account it
+    reported under before, if another)."""
+    if before is not None and before.account_id not in ("", report.account_id):
+        books.changed(conn, tenant_id, before.account_id)
+    books.changed(
+        conn, tenant_id, report.account_id, lambda b: b.reported(report.deployment_id, today)
+    )
+
+
 def _sum(conn: Connection, tenant_id: str, account_id: str | None) -> Decimal:
     query = sa.select(equity_table.c.equity).where(
         equity_table.c.tenant_id == tenant_id, equity_table.c.scope == scopes.DEPLOYMENT
@@ -191,9 +212,12 @@ def rule_for(conn: Connection, tenant_id: str, account_id: str) -> Rule:
     return _rule(versions.active_policy(conn, tenant_id, account_id))
 
 
-def record(conn: Connection, box: Outbox, tenant_id: str, report: EquityReport) -> Result:
+def record(
+    conn: Connection, box: Outbox, books: Books, tenant_id: str, report: EquityReport
+) -> Result:
     """Applies one equity report to the deployment, its account and the tenant; trips
-    the switch of each scope whose breach is confirmed. Runs inside a write op."""
+    the switch of each scope whose breach is confirmed. Runs inside a write op; the
+    account's book (its daily loss) changes with it."""
     locks.hold(conn, locks.tenant_key(tenant_id))
     deployment = _load(conn, tenant_id, scopes.DEPLOYMENT, report.deployment_id)
     if deployment is not None and deployment.reported_at and report.at < deployment.reported_at:
@@ -249,6 +273,10 @@ def record(conn: Connection, box: Outbox, tenant_id: str, report: EquityReport) 
         elif stored is None:
             values.update(account_id="", capital=ZERO, day="", day_start_equity=ZERO)
         _save(conn, tenant_id, scope, scope_id, stored is not None, **values)
+        if scope == scopes.DEPLOYMENT:
+            _booked(
+                conn, books, tenant_id, report, deployment, DayEquity(day, day_start, track.equity)
+            )
         state = switch_states.get((scope, scope_id)) or killswitch.get(
             conn, tenant_id, scope, scope_id
         )
@@ -407,18 +435,39 @@ def rebase(conn: Connection, tenant_id: str, scope: str, scope_id: str) -> None:
     )
 
 
-def daily_loss(conn: Connection, tenant_id: str, account_id: str, day: str) -> Decimal:
-    """What the account has lost since the UTC day began: its deployments' day-start
-    equity minus their latest equity, netted; deployments not reported today lost nothing."""
+@dataclass(frozen=True)
+class DayEquity:
+    """A deployment's equity day: where today's loss is counted from, and where it is."""
+
+    day: str
+    start: Decimal
+    equity: Decimal
+
+
+def deployment_days(conn: Connection, tenant_id: str, account_id: str) -> dict[str, DayEquity]:
+    """The equity day of each deployment that reported under the account."""
     rows = conn.execute(
-        sa.select(equity_table.c.day_start_equity, equity_table.c.equity).where(
+        sa.select(
+            equity_table.c.scope_id,
+            equity_table.c.day,
+            equity_table.c.day_start_equity,
+            equity_table.c.equity,
+        ).where(
             equity_table.c.tenant_id == tenant_id,
             equity_table.c.scope == scopes.DEPLOYMENT,
             equity_table.c.account_id == account_id,
-            equity_table.c.day == day,
         )
     ).all()
-    net = sum((Decimal(str(start)) - Decimal(str(now)) for start, now in rows), ZERO)
+    return {
+        str(dep): DayEquity(str(day), Decimal(str(start)), Decimal(str(now)))
+        for dep, day, start, now in rows
+    }
+
+
+def loss_of_day(days: Iterable[DayEquity], day: str) -> Decimal:
+    """What the account has lost since the UTC day began: its deployments' day-start
+    equity minus their latest equity, netted; deployments not reported today lost nothing."""
+    net = sum((d.start - d.equity for d in days if d.day == day), ZERO)
     return max(ZERO, net)
 
 

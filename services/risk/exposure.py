@@ -2,7 +2,8 @@
 
 Execution snapshots positions and open orders without a lock, so concurrent orders all see
 the same "before" and each would pass on its own. Risk decides from its own books instead,
-in the decision's transaction and under the account's lock (services.risk.locks):
+in the decision's transaction and under the account's lock (services.risk.locks), as the
+account's book holds them (services.risk.books):
 
 1. The intent's position snapshots are merged into the ledger (services.risk.ledger):
    newer versions only.
@@ -29,7 +30,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
@@ -37,24 +38,30 @@ from services.risk import ledger, reservations
 from services.risk.checks import OrderContext, worst_case
 from services.runtime.decimals import format_decimal
 
+if TYPE_CHECKING:
+    from services.risk.books import Book
+
 ZERO = Decimal(0)
 
 
 def assess(
     conn: Connection,
-    tenant_id: str,
-    account_id: str,
+    book: Book,
     deployment_id: str,
     order_id: str,
     order: OrderContext,
     now: datetime,
 ) -> OrderContext:
-    """The order with risk's own figures in place of the caller's (see the module doc)."""
+    """The order with risk's own figures in place of the caller's (see the module doc),
+    from the account's book; the intent's newer snapshots are written to the ledger."""
     if not order.positions:
         return order
-    ledger.merge(conn, tenant_id, account_id, order.positions, now)
-    held = ledger.of_deployment(conn, tenant_id, deployment_id)
-    reserved = reservations.open_of_account(conn, tenant_id, account_id, besides=order_id)
+    newer = book.newer(order.positions)
+    if newer:
+        ledger.merge(conn, book.tenant_id, book.account_id, newer, now)
+        book.merged(newer)
+    held = book.held_of(deployment_id)
+    reserved = book.reserved(besides=order_id)
 
     def sums(instrument: str, deployment: str = "") -> tuple[Decimal, Decimal]:
         mine = [
@@ -81,7 +88,7 @@ def assess(
     return replace(
         order,
         position=own.quantity if own is not None else ZERO,
-        account_position=ledger.account_position(conn, tenant_id, account_id, order.instrument),
+        account_position=book.account_position(order.instrument),
         account_open_orders=max(order.account_open_orders, len(reserved)),
         deployment_gross_exposure=gross,
         open_buys=open_buys,

@@ -26,7 +26,7 @@ from google.protobuf import json_format
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import locks
+from services.risk import locks, stamps
 from services.runtime import correlation, errors, outbox, outcomes, scopes
 from services.runtime.outbox import Outbox
 from services.runtime.timeutil import to_timestamp
@@ -156,22 +156,6 @@ def list_all(conn: Connection, tenant_id: str, engaged_only: bool) -> list[risk_
     return [_message(r) for r in rows]
 
 
-def engaged_for(
-    conn: Connection, tenant_id: str, account_id: str, deployment_id: str
-) -> risk_pb2.KillSwitch | None:
-    """The widest engaged switch holding any scope the command falls in."""
-    states = states_of(
-        conn,
-        tenant_id,
-        [
-            (scopes.TENANT, tenant_id),
-            (scopes.ACCOUNT, account_id),
-            (scopes.DEPLOYMENT, deployment_id),
-        ],
-    )
-    return next((s for s in states if s.engaged), None)
-
-
 def states_of(
     conn: Connection, tenant_id: str, refs: list[tuple[str, str]]
 ) -> list[risk_pb2.KillSwitch]:
@@ -260,6 +244,7 @@ def engage(
         "enforcement_owner": "",
         "enforcement_lease_until": None,
     }
+    stamps.touch(conn, tenant_id)  # every account's decisions read the switches
     if row is None:
         conn.execute(
             sa.insert(switches).values(
@@ -310,6 +295,7 @@ def release(
     if row is None or not bool(row._mapping["engaged"]):
         raise errors.StateConflict(f"the kill switch of {scope} {scope_id} is not engaged")
     held = _message(row)
+    stamps.touch(conn, tenant_id)
     conn.execute(
         sa.update(switches)
         .where(*_where(tenant_id, scope, scope_id))

@@ -97,26 +97,14 @@ def _held(row: sa.Row[tuple[object, ...]]) -> Held:
     )
 
 
-def of_deployment(conn: Connection, tenant_id: str, deployment_id: str) -> dict[str, Held]:
-    """The deployment's positions by instrument."""
+def of_account(conn: Connection, tenant_id: str, account_id: str) -> list[Held]:
+    """The account's positions, every deployment and instrument."""
     rows = conn.execute(
         sa.select(positions).where(
-            positions.c.tenant_id == tenant_id, positions.c.deployment_id == deployment_id
+            positions.c.tenant_id == tenant_id, positions.c.account_id == account_id
         )
     ).all()
-    return {h.instrument: h for h in map(_held, rows)}
-
-
-def account_position(conn: Connection, tenant_id: str, account_id: str, instrument: str) -> Decimal:
-    """The account's signed position in the instrument: the sum over its deployments."""
-    rows = conn.execute(
-        sa.select(positions.c.quantity).where(
-            positions.c.tenant_id == tenant_id,
-            positions.c.account_id == account_id,
-            positions.c.instrument == instrument,
-        )
-    ).all()
-    return sum((Decimal(str(q)) for (q,) in rows), ZERO)
+    return [_held(r) for r in rows]
 
 
 def get(conn: Connection, tenant_id: str, deployment_id: str, instrument: str) -> Held | None:

@@ -30,16 +30,8 @@ from google.protobuf import struct_pb2
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import (
-    checks,
-    drawdown,
-    exposure,
-    killswitch,
-    locks,
-    ratelimit,
-    reservations,
-    versions,
-)
+from services.risk import checks, exposure, locks, reservations, stamps
+from services.risk.books import Book, Books, load
 from services.risk.checks import Breach, DeploymentContext, OrderContext
 from services.risk.policy import Policy
 from services.risk.reservations import Reservation
@@ -87,32 +79,33 @@ def headroom(command: Command) -> outbox.Headroom:
     return outbox.Headroom.RESERVE if reducing else outbox.Headroom.BOUND
 
 
-def decide(conn: Connection, box: Outbox, command: Command, now: datetime) -> risk_pb2.RiskDecision:
-    """Runs inside a write op: evaluates, then records the decision in the same transaction."""
+def decide(
+    conn: Connection, box: Outbox, books: Books, command: Command, now: datetime
+) -> risk_pb2.RiskDecision:
+    """Runs inside a write op: evaluates, then records the decision in the same transaction.
+
+    An order's decision reads and writes its account's book (services.risk.books), under
+    the account's lock; other commands read a book loaded for them alone."""
     box.ensure_capacity(conn, headroom(command))
-    if command.kind == ORDER_SUBMIT and command.account_id:
-        locks.hold(conn, locks.account_key(command.tenant_id, command.account_id))
-    record = versions.active_policy(conn, command.tenant_id, command.account_id)
-    label = record.label if record else ""
-    if command.kind == ORDER_SUBMIT and command.order is not None:
+    tracked = _tracked(command)
+    if tracked:
+        book = books.hold(conn, command.tenant_id, command.account_id, now)
+    else:
+        book = load(conn, command.tenant_id, command.account_id, now)
+    label = book.policy.label if book.policy else ""
+    if tracked and command.order is not None:
         # A new command, not a changed one: should this op roll back, the caller's
         # command must not carry figures from a transaction that never happened.
         command = dataclasses.replace(
             command,
             order=exposure.assess(
-                conn,
-                command.tenant_id,
-                command.account_id,
-                command.deployment_id,
-                command.order_id,
-                command.order,
-                now,
+                conn, book, command.deployment_id, command.order_id, command.order, now
             ),
         )
-    verdict = _evaluate(conn, command, record, now)
+    verdict = _evaluate(book, command, now)
     counted = {"exposure": exposure.evidence(command.order)} if command.order else {}
     return _record(
-        conn, box, command, verdict, label, now, tracked=_tracked(command), extra=counted
+        conn, box, command, verdict, label, now, book=book if tracked else None, extra=counted
     )
 
 
@@ -124,11 +117,14 @@ def _record(
     label: str,
     now: datetime,
     *,
-    tracked: bool,
+    book: Book | None = None,
+    books: Books | None = None,
     extra: dict[str, Any] | None = None,
 ) -> risk_pb2.RiskDecision:
-    """The decision, its order's row when `tracked` (voiding an earlier decision) and its
-    audit event."""
+    """The decision, its order's row (voiding an earlier decision) and its audit event.
+
+    The row is written when the order's account is held: with its `book` (a decision), or
+    with `books` to bring up to date (a refusal without a book)."""
     approved = verdict.outcome == outcomes.APPROVED
     decision = risk_pb2.RiskDecision(
         approved=approved,
@@ -138,30 +134,32 @@ def _record(
         decision_id=f"dec_{uuid.uuid4().hex}",
         breaches=[b.message() for b in verdict.breaches],
     )
-    if tracked:
-        previous = reservations.find(conn, command.tenant_id, command.order_id)
+    if book is not None or books is not None:
+        order = command.order
+        decided = reservations.Decided(
+            order_id=command.order_id,
+            account_id=command.account_id,
+            deployment_id=command.deployment_id,
+            instrument=order.instrument if order else "",
+            side=order.side if order else "",
+            quantity=order.quantity if order else checks.ZERO,
+            price=order.price() if order else None,
+            decision_id=decision.decision_id,
+            outcome=verdict.outcome,
+            policy_version=label,
+            approved=approved,
+        )
+        previous = reservations.record(conn, command.tenant_id, decided, now)
         if previous is not None:
             _void(conn, box, previous, decision.decision_id)
-        order = command.order
-        reservations.record(
-            conn,
-            command.tenant_id,
-            reservations.Decided(
-                order_id=command.order_id,
-                account_id=command.account_id,
-                deployment_id=command.deployment_id,
-                instrument=order.instrument if order else "",
-                side=order.side if order else "",
-                quantity=order.quantity if order else checks.ZERO,
-                price=order.price() if order else None,
-                decision_id=decision.decision_id,
-                outcome=verdict.outcome,
-                policy_version=label,
-                approved=approved,
-            ),
-            now,
-            replace=previous is not None,
-        )
+            if previous.account_id != command.account_id:
+                # The earlier decision reserved for another account: its books are stale.
+                stamps.touch(conn, command.tenant_id, previous.account_id)
+        row = reservations.as_row(command.tenant_id, decided, now)
+        if book is not None:
+            book.decided(row)
+        elif books is not None:
+            books.changed(conn, command.tenant_id, command.account_id, lambda b: b.decided(row))
 
     data: dict[str, Any] = {
         "decisionId": decision.decision_id,
@@ -201,8 +199,8 @@ def _tracked(command: Command) -> bool:
 
 
 def _void(conn: Connection, box: Outbox, previous: Reservation, superseded_by: str) -> None:
-    """Audits that the order's earlier decision no longer stands; its row is overwritten
-    next, which releases what it reserved."""
+    """Audits that the order's earlier decision no longer stands; its row was overwritten,
+    which released what it reserved."""
     released = previous.remaining
     box.add(
         conn,
@@ -230,12 +228,8 @@ def _void(conn: Connection, box: Outbox, previous: Reservation, superseded_by: s
     )
 
 
-def _evaluate(
-    conn: Connection, command: Command, record: versions.PolicyRecord | None, now: datetime
-) -> _Verdict:
-    held = killswitch.engaged_for(
-        conn, command.tenant_id, command.account_id, command.deployment_id
-    )
+def _evaluate(book: Book, command: Command, now: datetime) -> _Verdict:
+    held = book.engaged_for(command.deployment_id)
     holding = (
         f"kill switch engaged for {held.scope} {held.scope_id}: {held.reason or held.trigger}"
         if held is not None
@@ -260,13 +254,13 @@ def _evaluate(
 
     if held is not None:
         return _Verdict(outcomes.KILL_SWITCH_ENGAGED, holding)
+    record, parsed = book.policy, book.parsed
     if record is None:
         return _Verdict(
             outcomes.POLICY_INVALID,
             "no valid risk-policy.v1 is active for this tenant or account; side-effecting "
             "commands are refused until one is put",
         )
-    parsed = record.parsed()
     if not isinstance(parsed, Policy):
         return _Verdict(
             outcomes.POLICY_INVALID,
@@ -278,12 +272,10 @@ def _evaluate(
             outcomes.RISK_UNDECIDED, f"risk cannot evaluate this command: {command.undecidable}"
         )
 
-    loss = drawdown.daily_loss(conn, command.tenant_id, command.account_id, now.date().isoformat())
+    loss = book.daily_loss(now.date().isoformat())
     if command.kind == ORDER_SUBMIT and order is not None:
         window = timedelta(seconds=parsed.limits.order_rate.window_seconds)
-        in_window = ratelimit.count(
-            conn, command.tenant_id, command.account_id, now - window, besides=command.order_id
-        )
+        in_window = book.orders_in_window(now - window, besides=command.order_id)
         breaches = checks.order_breaches(
             parsed, order, now=now, orders_in_window=in_window, daily_loss=loss
         )
@@ -302,7 +294,7 @@ def _evaluate(
 
 
 def undecided(
-    conn: Connection, box: Outbox, command: Command, why: str, now: datetime
+    conn: Connection, box: Outbox, books: Books, command: Command, why: str, now: datetime
 ) -> risk_pb2.RiskDecision:
     """The audited "no" when the decision itself failed (state unreadable, lock contended).
 
@@ -320,4 +312,4 @@ def undecided(
             locks.hold(conn, locks.account_key(command.tenant_id, command.account_id))
         except locks.Contended:
             tracked = False
-    return _record(conn, box, command, verdict, "", now, tracked=tracked)
+    return _record(conn, box, command, verdict, "", now, books=books if tracked else None)

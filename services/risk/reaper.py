@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2
 from services.risk import locks, reservations, settlement
+from services.risk.books import Books
 from services.risk.reservations import Reservation
 from services.runtime import correlation, errors
 from services.runtime.outbox import Outbox
@@ -71,8 +72,10 @@ class Reaper:
         check_after: timedelta,
         release_after: timedelta,
         clock: Clock = SYSTEM,
+        books: Books | None = None,
     ) -> None:
         self.db = db
+        self.books = books if books is not None else Books()
         self.outbox = box
         self.execution = execution
         self.check_after = check_after
@@ -173,7 +176,7 @@ class Reaper:
     ) -> settlement.Applied:
         def op(conn: Connection) -> settlement.Applied:
             return settlement.apply(
-                conn, self.outbox, tenant, settled, at, decided_before=decided_before
+                conn, self.outbox, self.books, tenant, settled, at, decided_before=decided_before
             )
 
         return await locks.retry(lambda: self.db.write(op))

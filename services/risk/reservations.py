@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from services.runtime.decimals import format_decimal, stored_decimal
+from services.runtime.storage.conflicts import insert_new
 from services.runtime.timeutil import as_utc
 
 ZERO = Decimal(0)
@@ -114,17 +115,19 @@ def find(conn: Connection, tenant_id: str, order_id: str) -> Reservation | None:
     return _reservation(row) if row is not None else None
 
 
-def open_of_account(
-    conn: Connection, tenant_id: str, account_id: str, *, besides: str = ""
+def of_account(
+    conn: Connection, tenant_id: str, account_id: str, *, decided_after: datetime
 ) -> list[Reservation]:
-    """The account's open orders as risk approved them, other than order `besides`."""
+    """The account's rows a decision can count: open ones, and approved ones decided later
+    than `decided_after` (the order-rate window)."""
     query = sa.select(orders).where(
         orders.c.tenant_id == tenant_id,
         orders.c.account_id == account_id,
-        orders.c.state == OPEN,
+        sa.or_(
+            orders.c.state == OPEN,
+            sa.and_(orders.c.state.in_(APPROVED_STATES), orders.c.decided_at > decided_after),
+        ),
     )
-    if besides:
-        query = query.where(orders.c.order_id != besides)
     return [_reservation(r) for r in conn.execute(query).all()]
 
 
@@ -145,12 +148,8 @@ class Decided:
     approved: bool
 
 
-def record(
-    conn: Connection, tenant_id: str, decided: Decided, now: datetime, *, replace: bool
-) -> None:
-    """Writes the order's row for its decision; `replace` overwrites the row of an earlier
-    decision (voided by the caller), which releases whatever that one reserved."""
-    values = {
+def _values(decided: Decided, now: datetime) -> dict[str, Any]:
+    return {
         "account_id": decided.account_id,
         "deployment_id": decided.deployment_id,
         "instrument": decided.instrument,
@@ -165,12 +164,41 @@ def record(
         "decided_at": now,
         "updated_at": now,
     }
-    if replace:
-        conn.execute(sa.update(orders).where(*_key(tenant_id, decided.order_id)).values(**values))
-    else:
-        conn.execute(
-            sa.insert(orders).values(tenant_id=tenant_id, order_id=decided.order_id, **values)
-        )
+
+
+def record(conn: Connection, tenant_id: str, decided: Decided, now: datetime) -> Reservation | None:
+    """Writes the order's row for its decision. An order decided before keeps one row:
+    it is overwritten, which releases whatever the earlier decision reserved, and the
+    earlier row is returned for the caller to void."""
+    values = _values(decided, now)
+    if insert_new(
+        conn, orders, {"tenant_id": tenant_id, "order_id": decided.order_id, **values}, "order_id"
+    ):
+        return None
+    previous = find(conn, tenant_id, decided.order_id)
+    conn.execute(sa.update(orders).where(*_key(tenant_id, decided.order_id)).values(**values))
+    return previous
+
+
+def as_row(tenant_id: str, decided: Decided, now: datetime) -> Reservation:
+    """The row `record` writes, as read back."""
+    return Reservation(
+        tenant_id=tenant_id,
+        order_id=decided.order_id,
+        account_id=decided.account_id,
+        deployment_id=decided.deployment_id,
+        instrument=decided.instrument,
+        side=decided.side,
+        quantity=decided.quantity,
+        price=decided.price,
+        filled=ZERO,
+        decision_id=decided.decision_id,
+        outcome=decided.outcome,
+        policy_version=decided.policy_version,
+        state=OPEN if decided.approved else REFUSED,
+        decided_at=as_utc(now),
+        updated_at=as_utc(now),
+    )
 
 
 def advance(

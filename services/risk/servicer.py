@@ -23,6 +23,7 @@ from services.risk import (
     settlement,
     versions,
 )
+from services.risk.books import Books
 from services.risk.enforcement import Enforcer
 from services.runtime import correlation, deadlines, errors, outbox, outcomes, roles, scopes
 from services.runtime.outbox import Outbox
@@ -94,11 +95,20 @@ def _signed(check: Checker, field: str, value: str, *, required: bool) -> Decima
 
 class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
     def __init__(
-        self, db: Database, box: Outbox, enforcer: Enforcer, *, clock: Clock = SYSTEM
+        self,
+        db: Database,
+        box: Outbox,
+        enforcer: Enforcer,
+        *,
+        clock: Clock = SYSTEM,
+        books: Books | None = None,
     ) -> None:
         self.db = db
         self.outbox = box
         self.enforcer = enforcer
+        #: The accounts' decision state in memory (services.risk.books), shared with the
+        #: process's other writers of it.
+        self.books = books if books is not None else Books()
         #: The time decisions (the order-rate window), equity reports and settlements are at.
         self.clock = clock
 
@@ -248,7 +258,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         try:
             decision = await locks.retry(
                 lambda: self.db.write(
-                    lambda c: pretrade.decide(c, self.outbox, command, self.clock.now())
+                    lambda c: pretrade.decide(c, self.outbox, self.books, command, self.clock.now())
                 )
             )
         except errors.Gate4Error:
@@ -258,7 +268,9 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             why = "risk state is busy" if isinstance(exc, locks.Contended) else "internal error"
             try:
                 decision = await self.db.write(
-                    lambda c: pretrade.undecided(c, self.outbox, command, why, self.clock.now())
+                    lambda c: pretrade.undecided(
+                        c, self.outbox, self.books, command, why, self.clock.now()
+                    )
                 )
             except Exception:
                 raise errors.RiskUnavailable(
@@ -370,7 +382,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             # Equity reports drive drawdown trips: they may use the reserve, so a trip can
             # still fire while audit is down.
             self.outbox.ensure_capacity(conn, outbox.Headroom.RESERVE)
-            return drawdown.record(conn, self.outbox, tenant, report)
+            return drawdown.record(conn, self.outbox, self.books, tenant, report)
 
         result = await self._serialised(op)
         self.outbox.notify()
@@ -395,7 +407,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         tenant = correlation.current().tenant_id
         parsed = settlement.parse(request)
         applied = await self._serialised(
-            lambda c: settlement.apply(c, self.outbox, tenant, parsed, self.clock.now())
+            lambda c: settlement.apply(c, self.outbox, self.books, tenant, parsed, self.clock.now())
         )
         if applied.changed:
             self.outbox.notify()

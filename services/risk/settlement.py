@@ -19,9 +19,11 @@ Every change happens under the account's lock, as decisions do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
@@ -33,6 +35,9 @@ from services.runtime import outbox, outcomes
 from services.runtime.decimals import format_decimal
 from services.runtime.outbox import Outbox
 from services.runtime.validation import Checker
+
+if TYPE_CHECKING:
+    from services.risk.books import Book, Books
 
 ZERO = Decimal(0)
 REASON_MAX = 500
@@ -106,14 +111,15 @@ def parse(request: risk_pb2.SettleOrderRequest) -> Settlement:
 def apply(
     conn: Connection,
     box: Outbox,
+    books: Books,
     tenant_id: str,
     settlement: Settlement,
     now: datetime,
     *,
     decided_before: datetime | None = None,
 ) -> Applied:
-    """Applies one settlement inside a write op. `decided_before` (the reaper's release)
-    only acts on a decision at least that old."""
+    """Applies one settlement inside a write op, and to the account's book.
+    `decided_before` (the reaper's release) only acts on a decision at least that old."""
     locks.hold(conn, locks.account_key(tenant_id, settlement.account_id))
     held = reservations.find(conn, tenant_id, settlement.order_id)
     account_id = settlement.account_id
@@ -122,8 +128,32 @@ def apply(
         account_id = held.account_id
         locks.hold(conn, locks.account_key(tenant_id, account_id))
         held = reservations.find(conn, tenant_id, settlement.order_id)
+    changes: list[Callable[[Book], None]] = []
+    applied = _apply(conn, box, held, settlement, now, decided_before, changes)
     if settlement.position is not None:
         ledger.merge(conn, tenant_id, account_id, [settlement.position], now)
+        position = settlement.position
+        changes.append(lambda book: book.merged([position]))
+    if changes:
+
+        def change_all(book: Book) -> None:
+            for change in changes:
+                change(book)
+
+        books.changed(conn, tenant_id, account_id, change_all)
+    return applied
+
+
+def _apply(
+    conn: Connection,
+    box: Outbox,
+    held: Reservation | None,
+    settlement: Settlement,
+    now: datetime,
+    decided_before: datetime | None,
+    changes: list[Callable[[Book], None]],
+) -> Applied:
+    """The order's row moved on, if it should; each change to a book goes on `changes`."""
     if held is None:
         return Applied(known=False)
     recent = decided_before is not None and held.decided_at >= decided_before
@@ -134,17 +164,18 @@ def apply(
         # Bookkeeping of what happened (an approval that was never executed) reduces
         # reserved exposure: it may use the reserve.
         box.ensure_capacity(conn, outbox.Headroom.RESERVE)
-        changed = reservations.advance(
-            conn, held, filled=settlement.filled, state=reservations.NOT_EXECUTED, now=now
-        )
-        if changed:
-            _audit_unexecuted(conn, box, held, settlement.not_executed_reason)
-        return Applied(known=True, changed=changed)
-    if settlement.closed or settlement.filled > held.filled:
+        state = reservations.NOT_EXECUTED
+    elif settlement.closed or settlement.filled > held.filled:
         state = reservations.CLOSED if settlement.closed else reservations.OPEN
-        changed = reservations.advance(conn, held, filled=settlement.filled, state=state, now=now)
-        return Applied(known=True, changed=changed)
-    return Applied(known=True)
+    else:
+        return Applied(known=True)
+    filled = settlement.filled
+    changed = reservations.advance(conn, held, filled=filled, state=state, now=now)
+    if changed:
+        changes.append(lambda book: book.advanced(held, filled=filled, state=state, now=now))
+        if state == reservations.NOT_EXECUTED:
+            _audit_unexecuted(conn, box, held, settlement.not_executed_reason)
+    return Applied(known=True, changed=changed)
 
 
 def _audit_unexecuted(conn: Connection, box: Outbox, held: Reservation, reason: str) -> None:

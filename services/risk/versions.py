@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from services.risk import policy
+from services.risk import policy, stamps
 from services.runtime.timeutil import as_utc
 
 versions = sa.table(
@@ -133,6 +133,7 @@ def put_version(
     number = int(latest or 0) + 1
     doc = policy.normalise(document)
     conn.execute(sa.update(versions).where(*scope).values(active=False))
+    stamps.touch(conn, tenant_id)  # a tenant's policy governs every account without its own
     values = {
         "tenant_id": tenant_id,
         "account_id": account_id,

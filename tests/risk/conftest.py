@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -12,8 +12,10 @@ from google.protobuf import timestamp_pb2
 from sqlalchemy.engine import Connection
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import checks, pretrade, versions
+from services.risk import checks, pretrade, reservations, versions
 from services.risk.app import RiskService
+from services.risk.books import Books
+from services.risk.reservations import Reservation
 from services.runtime import correlation
 from services.runtime.outbox import Outbox
 from services.runtime.storage import Database
@@ -28,6 +30,8 @@ T0 = datetime(2026, 5, 4, 12, tzinfo=UTC)
 class RiskStore:
     db: Database
     outbox: Outbox
+    #: The process's books, as the servicer keeps them (services.risk.books).
+    books: Books = field(default_factory=Books)
 
     def run(self, op: Any, tenant: str = "t1", user: str = "olga") -> Any:
         """op(conn) in one transaction, as the tenant's request (audit events need one)."""
@@ -47,6 +51,13 @@ class RiskStore:
 
         found = self.db.read_sync(read)
         return [e for e in found if not types or e.type in types]
+
+    def open_orders(self, account: str = "acc-1", tenant: str = "t1") -> list[Reservation]:
+        """The account's open reservations, as stored."""
+        rows = self.db.read_sync(
+            lambda c: reservations.of_account(c, tenant, account, decided_after=T0)
+        )
+        return [r for r in rows if r.state == reservations.OPEN]
 
     def put_policy(self, tenant: str = "t1", **limits: Any) -> None:
         doc = policy_doc(**limits)
@@ -68,7 +79,9 @@ class RiskStore:
     ) -> risk_pb2.RiskDecision:
         """CheckOrder's decision for the intent, at `now`."""
         command = submit(intent, tenant)
-        return self.run(lambda c: pretrade.decide(c, self.outbox, command, now), tenant)  # type: ignore[no-any-return]
+        return self.run(  # type: ignore[no-any-return]
+            lambda c: pretrade.decide(c, self.outbox, self.books, command, now), tenant
+        )
 
 
 @pytest.fixture

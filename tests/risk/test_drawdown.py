@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from services.risk import drawdown, versions
+from services.risk import books, drawdown, versions
 from services.risk.drawdown import EquityReport, Track, advance
 from tests.risk.conftest import RiskStore
 from tests.support.risk_rig import policy_doc
@@ -62,34 +62,47 @@ def test_aggregates_and_daily_loss_in_the_database(store: RiskStore) -> None:
             now=T0,
         )
     )
-    box = store.outbox
-    store.run(lambda c: drawdown.record(c, box, "t1", report("10000", T0)))
-    store.run(lambda c: drawdown.record(c, box, "t1", report("9000", T0 + timedelta(seconds=1))))
+    box, kept = store.outbox, store.books
+    store.run(lambda c: drawdown.record(c, box, kept, "t1", report("10000", T0)))
+    store.run(
+        lambda c: drawdown.record(c, box, kept, "t1", report("9000", T0 + timedelta(seconds=1)))
+    )
     result = store.run(
         lambda c: drawdown.record(
-            c, box, "t1", report("5000", T0 + timedelta(seconds=1), "dep-2", "5000", "acc-2")
+            c,
+            box,
+            store.books,
+            "t1",
+            report("5000", T0 + timedelta(seconds=1), "dep-2", "5000", "acc-2"),
         )
     )
     tenant = next(s for s in result.states if s.scope == "tenant")
     assert (tenant.equity, tenant.peak_equity) == ("14000", "15000")
     day = T0.date().isoformat()
-    assert store.run(lambda c: drawdown.daily_loss(c, "t1", "acc-1", day)) == D("1000")
-    assert store.run(lambda c: drawdown.daily_loss(c, "t1", "acc-2", day)) == 0
+
+    def loss(account: str, on: str) -> Decimal:
+        """The account's daily loss as a decision reads it: from its book."""
+        return store.run(lambda c: books.load(c, "t1", account, T0).daily_loss(on))  # type: ignore[no-any-return]
+
+    assert loss("acc-1", day) == D("1000")
+    assert loss("acc-2", day) == 0
     # Past midnight the day starts again from the last equity of the day before.
     next_day = T0 + timedelta(seconds=3)
-    store.run(lambda c: drawdown.record(c, box, "t1", report("8800", next_day)))
+    store.run(lambda c: drawdown.record(c, box, kept, "t1", report("8800", next_day)))
     today = next_day.date().isoformat()
     assert today != day
-    assert store.run(lambda c: drawdown.daily_loss(c, "t1", "acc-1", today)) == D("200")
-    assert store.run(lambda c: drawdown.daily_loss(c, "t1", "acc-1", day)) == 0
+    assert loss("acc-1", today) == D("200")
+    assert loss("acc-1", day) == 0
     assert store.run(lambda c: drawdown.account_of(c, "t1", "dep-2")) == "acc-2"
 
 
 def test_without_a_policy_equity_is_tracked_but_nothing_trips(store: RiskStore) -> None:
-    box = store.outbox
+    box, kept = store.outbox, store.books
     for step, equity in enumerate(["10000", "1000", "1000", "1000", "1000"]):
         at = T0 + timedelta(seconds=step)
-        result = store.run(lambda c, e=equity, a=at: drawdown.record(c, box, "t1", report(e, a)))
+        result = store.run(
+            lambda c, e=equity, a=at: drawdown.record(c, box, kept, "t1", report(e, a))
+        )
         assert result.tripped == []
     assert result.states[0].drawdown == "90" and result.states[0].threshold == ""
     assert store.events() == []

@@ -47,7 +47,7 @@ def test_approved_orders_reserve_until_they_fill(store: RiskStore) -> None:
     decided = [store.check(intent(f"o{i}")) for i in range(6)]
     assert outcomes(decided) == ["APPROVED"] * 5 + ["POSITION_NOTIONAL_LIMIT"]
     assert "counting 5 reserved by open buy orders" in decided[5].reason
-    held = store.run(lambda c: reservations.open_of_account(c, "t1", "acc-1"))
+    held = store.open_orders()
     assert sorted(r.order_id for r in held) == [f"o{i}" for i in range(5)]
     assert {(r.quantity, r.price, r.state) for r in held} == {(D(1), D(100), "open")}
     # The refused order reserves nothing.
@@ -75,6 +75,7 @@ def test_open_reservations_count_as_open_orders(store: RiskStore) -> None:
         lambda c: settlement.apply(
             c,
             store.outbox,
+            store.books,
             "t1",
             settlement.Settlement("l0", "acc-1", "dep-1", D(0), True, None, "", ""),
             T0,
@@ -178,7 +179,7 @@ def test_concurrent_orders_never_approve_past_the_position_limit(
     results = Counter(asyncio.run(_race([database_url, database_url], orders)))
     assert results["APPROVED"] == 5, results
     assert set(results) <= {"APPROVED", "POSITION_NOTIONAL_LIMIT", "RISK_UNDECIDED"}
-    held = store.run(lambda c: reservations.open_of_account(c, "t1", "acc-1"))
+    held = store.open_orders()
     assert sum(r.remaining for r in held) == 5
 
 
@@ -189,7 +190,7 @@ def test_concurrent_resting_orders_never_exceed_max_open_orders(
     orders = [intent(f"q{i}", type="limit", limit_price="90", at=utcnow()) for i in range(10)]
     results = Counter(asyncio.run(_race([database_url, database_url], orders)))
     assert results["APPROVED"] == 3, results
-    assert store.run(lambda c: len(reservations.open_of_account(c, "t1", "acc-1"))) == 3
+    assert len(store.open_orders()) == 3
 
 
 def test_the_ledger_is_merged_in_the_decision(store: RiskStore) -> None:

@@ -39,9 +39,11 @@ def test_engaged_switches_are_one_sample_each_until_released(store: RiskStore) -
 
 def test_drawdown_and_its_limit_per_deployment(store: RiskStore) -> None:
     store.put_policy(killSwitch_maxDrawdownPct="10", killSwitch_scopes=["deployment"])
-    box = store.outbox
-    store.run(lambda c: drawdown.record(c, box, "t1", report("10000", T0)))
-    store.run(lambda c: drawdown.record(c, box, "t1", report("9500", T0 + timedelta(seconds=1))))
+    box, kept = store.outbox, store.books
+    store.run(lambda c: drawdown.record(c, box, kept, "t1", report("10000", T0)))
+    store.run(
+        lambda c: drawdown.record(c, box, kept, "t1", report("9500", T0 + timedelta(seconds=1)))
+    )
     ((labels, pct),) = store.db.read_sync(gauges.deployment_drawdowns)
     assert labels[0] == "t1" and pct == 5.0
     ((_, limit),) = store.db.read_sync(gauges.deployment_drawdown_limits)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gate4.risk.v1 import risk_pb2
-from services.risk import killswitch
+from services.risk import books, killswitch
 from services.runtime import errors, outcomes
 from tests.risk.conftest import T0, RiskStore
 
@@ -133,7 +133,7 @@ def test_engaged_for_returns_the_widest_engaged_scope(store: RiskStore) -> None:
     """A command falls in its tenant, account and deployment: the widest holding one wins."""
 
     def engaged_for(account: str = "acc-1", deployment: str = "dep-1") -> str | None:
-        found = store.run(lambda c: killswitch.engaged_for(c, "t1", account, deployment))
+        found = store.run(lambda c: books.load(c, "t1", account, T0).engaged_for(deployment))
         return f"{found.scope}:{found.scope_id}" if found is not None else None
 
     assert engaged_for() is None
@@ -146,7 +146,7 @@ def test_engaged_for_returns_the_widest_engaged_scope(store: RiskStore) -> None:
     engage(store, "tenant", "t1")
     assert engaged_for(account="acc-2", deployment="dep-2") == "tenant:t1"
     engage(store, "tenant", "t2", tenant="t2")
-    assert store.run(lambda c: killswitch.engaged_for(c, "t3", "acc-1", "dep-1")) is None
+    assert store.run(lambda c: books.load(c, "t3", "acc-1", T0).engaged_for("dep-1")) is None
 
 
 def test_states_of_answers_in_the_order_asked_and_skips_missing_ids(store: RiskStore) -> None:

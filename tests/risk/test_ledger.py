@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from services.risk import ledger
+from services.risk import books, ledger
 from services.risk.checks import Position
 from tests.risk.conftest import T0, RiskStore
 
@@ -59,9 +59,9 @@ def test_the_account_position_sums_its_deployments(store: RiskStore) -> None:
     store.run(
         lambda c: ledger.merge(c, "t1", "acc-2", [position("7", 1, deployment_id="dep-9")], T0)
     )
-    assert store.run(lambda c: ledger.account_position(c, "t1", "acc-1", "BTC-USD")) == D("1.5")
-    assert store.run(lambda c: ledger.account_position(c, "t2", "acc-1", "BTC-USD")) == 0
-    assert sorted(store.run(lambda c: ledger.of_deployment(c, "t1", "dep-1"))) == [
-        "BTC-USD",
-        "ETH-USD",
-    ]
+    book = store.run(lambda c: books.load(c, "t1", "acc-1", T0))
+    assert book.account_position("BTC-USD") == D("1.5")
+    assert store.run(lambda c: books.load(c, "t2", "acc-1", T0)).account_position("BTC-USD") == 0
+    assert sorted(book.held_of("dep-1")) == ["BTC-USD", "ETH-USD"]
+    held = store.run(lambda c: ledger.of_account(c, "t1", "acc-2"))
+    assert [(h.deployment_id, h.quantity) for h in held] == [("dep-9", D(7))]

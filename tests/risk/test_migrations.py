@@ -17,12 +17,12 @@ def test_risk_migrations_upgrade_downgrade_and_upgrade_again(database_url: str) 
     db = Database(database_url, name="risk")
     try:
         migrate(db, RiskService.migrations, "risk")
-        assert current_revision(db, "risk") == "risk0004"
+        assert current_revision(db, "risk") == "risk0005"
 
         def tables(conn: sa.Connection) -> set[str]:
             return set(sa.inspect(conn).get_table_names())
 
-        assert {"risk_equity", "risk_orders", "risk_positions", "risk_kill_switches"} <= (
+        assert {"risk_equity", "risk_orders", "risk_positions", "risk_stamps"} <= (
             db.read_sync(tables)
         )
         assert "risk_order_rate" not in db.read_sync(tables)
@@ -32,9 +32,9 @@ def test_risk_migrations_upgrade_downgrade_and_upgrade_again(database_url: str) 
             command.downgrade(cfg, "risk0001")
             conn.commit()
         assert current_revision(db, "risk") == "risk0001"
-        assert "risk_equity" not in db.read_sync(tables)
+        assert not {"risk_equity", "risk_stamps"} & db.read_sync(tables)
         migrate(db, RiskService.migrations, "risk")
-        assert current_revision(db, "risk") == "risk0004"
+        assert current_revision(db, "risk") == "risk0005"
     finally:
         db.close()
 
@@ -42,7 +42,7 @@ def test_risk_migrations_upgrade_downgrade_and_upgrade_again(database_url: str) 
 def test_the_order_rate_window_carries_over_into_the_order_rows(database_url: str) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from services.risk import ratelimit
+    from services.risk import ratelimit, reservations
 
     db = Database(database_url, name="risk")
     try:
@@ -72,8 +72,15 @@ def test_the_order_rate_window_carries_over_into_the_order_rows(database_url: st
         )
         migrate(db, RiskService.migrations, "risk")
         since = at - timedelta(seconds=1)
-        assert db.read_sync(lambda c: ratelimit.count(c, "t1", "acc-1", since)) == 3
-        assert db.read_sync(lambda c: ratelimit.count(c, "t1", "acc-2", since)) == 1
-        assert db.read_sync(lambda c: ratelimit.count(c, "t1", "acc-1", since, besides="o1")) == 2
+
+        def window(account: str) -> ratelimit.Window:
+            rows = db.read_sync(
+                lambda c: reservations.of_account(c, "t1", account, decided_after=since)
+            )
+            return ratelimit.Window(rows, after=since)
+
+        assert window("acc-1").count(since) == 3
+        assert window("acc-2").count(since) == 1
+        assert window("acc-1").count(since, besides="o1") == 2
     finally:
         db.close()

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from services.risk import checks, pretrade, reservations, versions
+from services.risk import checks, pretrade, versions
 from tests.risk.conftest import RiskStore, intent
 from tests.support.risk_rig import policy_doc
 
@@ -51,7 +51,7 @@ def put(store: RiskStore, **limits: Any) -> None:
 
 
 def decide(store: RiskStore, command: pretrade.Command, now: datetime) -> str:
-    decision = store.run(lambda c: pretrade.decide(c, store.outbox, command, now))
+    decision = store.run(lambda c: pretrade.decide(c, store.outbox, store.books, command, now))
     return str(decision.outcome)
 
 
@@ -97,7 +97,7 @@ def test_deciding_an_order_again_voids_the_earlier_decision(store: RiskStore) ->
     assert first.approved and second.approved
     assert first.decision_id != second.decision_id
     # One reservation (the second's): 2 more units fit under the 5 the limit allows, 3 not.
-    held = store.run(lambda c: reservations.open_of_account(c, "t1", "acc-1"))
+    held = store.open_orders()
     assert [(r.order_id, r.decision_id, r.remaining) for r in held] == [
         ("ord_again", second.decision_id, Decimal(3))
     ]

@@ -37,7 +37,7 @@ def settle(store: RiskStore, order_id: str, **fields: Any) -> settlement.Applied
     values.update(fields)
     parsed = settlement.parse(risk_pb2.SettleOrderRequest(**values))
     at = T0 + timedelta(seconds=1)
-    return store.run(lambda c: settlement.apply(c, store.outbox, "t1", parsed, at))  # type: ignore[no-any-return]
+    return store.run(lambda c: settlement.apply(c, store.outbox, store.books, "t1", parsed, at))  # type: ignore[no-any-return]
 
 
 def held(store: RiskStore, order_id: str) -> reservations.Reservation:
