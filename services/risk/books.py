@@ -41,6 +41,8 @@ from services.risk.policy import Policy, PolicyProblems
 from services.risk.ratelimit import Window
 from services.risk.reservations import Reservation
 from services.runtime import scopes
+from services.runtime.metrics import RISK_BOOKS
+from services.runtime.storage import after_commit
 
 ZERO = Decimal(0)
 #: Accounts kept in memory per process; the least recently loaded one is dropped first.
@@ -171,6 +173,11 @@ def load(conn: Connection, tenant_id: str, account_id: str, now: datetime) -> Bo
     )
 
 
+def _counted(conn: Connection, result: str) -> None:
+    # Once the decision commits: group commit may run its op twice.
+    after_commit(conn, RISK_BOOKS.labels(result).inc)
+
+
 class Books:
     """The books of one risk process, by (tenant, account)."""
 
@@ -195,7 +202,9 @@ class Books:
                 book.stamp = token
                 self._books[key] = book
                 self.hits += 1
+                _counted(conn, "trusted")
                 return book
+        _counted(conn, "stale" if book is not None else "loaded")
         if not stamps.read(conn, tenant_id, account_id)[0]:
             # A book is only trusted against both stamps: the tenant's must exist first.
             stamps.touch(conn, tenant_id)

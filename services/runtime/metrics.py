@@ -214,6 +214,17 @@ def idempotency_claimed(route: str, claimed: object) -> None:
     IDEMPOTENCY_CLAIMS.labels(route, outcome).inc()
 
 
+# -- risk ---------------------------------------------------------------------------------
+
+RISK_BOOKS = Counter(
+    "gate4_risk_book_decisions",
+    "Order decisions by how they read their account's state (services/risk/books.py): "
+    "trusted (the book held in memory was current), loaded (none was held) or stale "
+    "(another process, a policy or kill-switch change, or a rolled-back write changed it).",
+    ["result"],
+)
+
+
 # -- gauges read at scrape time -----------------------------------------------------------
 
 CALLBACK_FAILURES = Counter(

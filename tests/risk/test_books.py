@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
+from prometheus_client import REGISTRY
 
 from gate4.risk.v1 import risk_pb2
 from services.risk import drawdown, killswitch, pretrade, ratelimit, reservations, settlement
@@ -49,12 +50,19 @@ def exposure(decision: risk_pb2.RiskDecision) -> dict[str, Any]:
     return figures
 
 
+def _counted(result: str) -> float:
+    value = REGISTRY.get_sample_value("gate4_risk_book_decisions_total", {"result": result})
+    return value or 0.0
+
+
 def test_a_current_book_decides_without_loading_again(store: RiskStore) -> None:
     store.put_policy()
     books = Books()
+    before = {r: _counted(r) for r in ("trusted", "loaded", "stale")}
     decided = [decide(store, books, f"o{i}") for i in range(3)]
     assert [outcome(d) for d in decided] == ["APPROVED"] * 3
     assert (books.loads, books.hits) == (1, 2)
+    assert {r: _counted(r) - before[r] for r in before} == {"trusted": 2, "loaded": 1, "stale": 0}
     # ...and still counts what the earlier decisions reserved.
     assert exposure(decided[2])["openOrders"] == 2
     assert exposure(decided[2])["openBuys"] == "2"
