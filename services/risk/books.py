@@ -25,6 +25,7 @@ stamp the book carries never reached the database, and the next op loads it agai
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -184,6 +185,9 @@ class Books:
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
         self._books: dict[tuple[str, str], Book] = {}
+        # Each book is only used under its account's lock; this guards the dict itself,
+        # which writer threads of several batches (PostgreSQL, writers > 1) share.
+        self._guard = threading.Lock()
         #: Books loaded because none was held or it was stale; decisions that trusted one.
         self.loads = 0
         self.hits = 0
@@ -193,14 +197,14 @@ class Books:
         lock taken and its stamp rewritten in this transaction."""
         key = (tenant_id, account_id)
         locks.hold(conn, locks.account_key(tenant_id, account_id))
-        book = self._books.pop(key, None)
+        book = self._take(key)
         if book is not None:
             token = stamps.advance(
                 conn, tenant_id, account_id, seen=book.stamp, tenant_seen=book.tenant_stamp
             )
             if token is not None:
                 book.stamp = token
-                self._books[key] = book
+                self._keep(key, book)
                 self.hits += 1
                 _counted(conn, "trusted")
                 return book
@@ -226,7 +230,7 @@ class Books:
         decision), as is every book when `change` is None."""
         key = (tenant_id, account_id)
         locks.hold(conn, locks.account_key(tenant_id, account_id))
-        book = self._books.pop(key, None)
+        book = self._take(key)
         if book is not None and change is not None:
             token = stamps.advance(
                 conn, tenant_id, account_id, seen=book.stamp, tenant_seen=book.tenant_stamp
@@ -234,14 +238,22 @@ class Books:
             if token is not None:
                 book.stamp = token
                 change(book)
-                self._books[key] = book
+                self._keep(key, book)
                 return
         stamps.touch(conn, tenant_id, account_id)
 
     def __len__(self) -> int:
         return len(self._books)
 
+    def _take(self, key: tuple[str, str]) -> Book | None:
+        """The account's book, out of the dict until its stamp is checked and it is kept
+        again: if the check fails or raises, the book is gone and loads next time."""
+        with self._guard:
+            return self._books.pop(key, None)
+
     def _keep(self, key: tuple[str, str], book: Book) -> None:
-        while len(self._books) >= self.capacity:
-            del self._books[next(iter(self._books))]
-        self._books[key] = book
+        """Keeps the book as the most recent, dropping the least recent beyond capacity."""
+        with self._guard:
+            while len(self._books) >= self.capacity:
+                del self._books[next(iter(self._books))]
+            self._books[key] = book
