@@ -19,7 +19,7 @@ processes; each change of an order is settled with risk after the commit (settle
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 
 from gate4.execution.v1 import execution_pb2
 from services.execution import settlements, store, venue
-from services.execution.positions import PLACES, ZERO, reducing_side
+from services.execution.positions import PLACES, ZERO, Position, reducing_side
 from services.execution.unitofwork import Work
 from services.execution.venue import ExecutionReport
 from services.runtime import errors, outcomes
@@ -252,16 +252,24 @@ def _locked(work: Work, tenant_id: str, order_id: str) -> sa.RowMapping:
     return locked
 
 
-def _settled(work: Work, row: sa.RowMapping, values: Mapping[str, object]) -> execution_pb2.Order:
+def _settled(
+    work: Work,
+    row: sa.RowMapping,
+    values: Mapping[str, object],
+    *,
+    held: tuple[Position, int] | None = None,
+    fills: Sequence[store.FillRow] | None = None,
+) -> execution_pb2.Order:
     """The order as it now stands (its row with the values just written); risk hears of
-    the change after the commit."""
+    the change after the commit. `held` and `fills` spare reading back what was just
+    written: the position with its version, and every fill of the order."""
     updated = {**row, **values}
     work.settle(
         settlements.for_order(
-            work.conn, updated, closed=str(updated["status"]) not in OPEN_STATUSES
+            work.conn, updated, closed=str(updated["status"]) not in OPEN_STATUSES, held=held
         )
     )
-    return store.order_message(work.conn, updated)
+    return store.order_message(work.conn, updated, fills)
 
 
 def apply_report(
@@ -284,6 +292,7 @@ def apply_report(
     )
     new = [f for f in report.fills if f.fill_id not in known]
     deployment_id, instrument = str(row["deployment_id"]), str(row["instrument"])
+    held: tuple[Position, int] | None = None
     if new:
         position = store.get_position(conn, deployment_id, instrument)
         for fill in new:
@@ -301,7 +310,10 @@ def apply_report(
                 )
             )
             position = position.apply_fill(str(row["side"]), fill.quantity, fill.price)
-        store.save_position(conn, tenant_id, str(row["account_id"]), deployment_id, position, now)
+        version = store.save_position(
+            conn, tenant_id, str(row["account_id"]), deployment_id, position, now
+        )
+        held = (position, version)
 
     filled = sum((f.quantity for f in report.fills), ZERO)
     notional = sum((f.quantity * f.price for f in report.fills), ZERO)
@@ -345,7 +357,15 @@ def apply_report(
             **(event_data or {}),
         },
     )
-    return _settled(work, row, values)
+    # An order's first fills (a market order's only ones) need not be read back.
+    written = None if known else [_fill_row(f) for f in new]
+    return _settled(work, row, values, held=held, fills=written)
+
+
+def _fill_row(fill: venue.VenueFill) -> store.FillRow:
+    return store.FillRow(
+        fill.fill_id, format_decimal(fill.quantity), format_decimal(fill.price), fill.at
+    )
 
 
 def _status(report: ExecutionReport, filled: Decimal) -> str:

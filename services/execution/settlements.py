@@ -32,14 +32,14 @@ def _price(position: Position, marks: Mapping[str, Decimal]) -> str:
 
 
 def _snapshot(
-    book: store.Book, deployment_id: str, position: Position
+    deployment_id: str, position: Position, version: int, marks: Mapping[str, Decimal]
 ) -> risk_pb2.PositionSnapshot:
     return risk_pb2.PositionSnapshot(
         deployment_id=deployment_id,
         instrument=position.instrument,
         quantity=format_decimal(position.quantity),
-        version=book.versions.get(position.instrument, 0),
-        price=_price(position, book.marks),
+        version=version,
+        price=_price(position, marks),
     )
 
 
@@ -50,23 +50,39 @@ def snapshots(
     held = {p.instrument: p for p in book.positions}
     for instrument in also:
         held.setdefault(instrument, Position(instrument))
-    return [_snapshot(book, deployment_id, held[i]) for i in sorted(held)]
+    return [
+        _snapshot(deployment_id, held[i], book.versions.get(i, 0), book.marks) for i in sorted(held)
+    ]
 
 
 def for_order(
-    conn: Connection, row: Mapping[Any, Any], *, closed: bool
+    conn: Connection,
+    row: Mapping[Any, Any],
+    *,
+    closed: bool,
+    held: tuple[Position, int] | None = None,
 ) -> risk_pb2.SettleOrderRequest:
     """Where the order stands now, with its deployment's position in the instrument;
-    `closed`: it can fill no more."""
+    `closed`: it can fill no more. `held`: that position and its version, when the caller
+    just wrote them (else they are read)."""
     tenant_id, deployment_id = str(row["tenant_id"]), str(row["deployment_id"])
-    book = store.book(conn, tenant_id, deployment_id)
+    instrument = str(row["instrument"])
+    if held is None:
+        book = store.book(conn, tenant_id, deployment_id)
+        position, version, marks = (
+            book.position(instrument),
+            book.versions.get(instrument, 0),
+            book.marks,
+        )
+    else:
+        (position, version), marks = held, store.marks_of(conn, tenant_id)
     return risk_pb2.SettleOrderRequest(
         order_id=str(row["order_id"]),
         account_id=str(row["account_id"]),
         deployment_id=deployment_id,
         filled_quantity=str(row["filled_quantity"]) or "0",
         closed=closed,
-        position=_snapshot(book, deployment_id, book.position(str(row["instrument"]))),
+        position=_snapshot(deployment_id, position, version, marks),
         decision_id=str(row["decision_id"]),
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -187,6 +187,14 @@ def book(conn: Connection, tenant_id: str, deployment_id: str) -> Book:
     )
 
 
+def marks_of(conn: Connection, tenant_id: str) -> dict[str, Decimal]:
+    """The tenant's last mark of each instrument."""
+    return {
+        str(r.instrument): Decimal(str(r.price))
+        for r in conn.execute(_MARKS, {"tenant_id": tenant_id})
+    }
+
+
 def deployment_positions(conn: Connection, deployment_id: str) -> list[Position]:
     rows = conn.execute(
         sa.select(positions)
@@ -232,8 +240,8 @@ def save_position(
     deployment_id: str,
     position: Position,
     now: datetime,
-) -> None:
-    """Writes the position and counts one more version of it.
+) -> int:
+    """Writes the position and counts one more version of it; returns that version.
 
     The caller holds the deployment's row lock, under which the position was read, so
     the new values cannot overwrite a concurrent change; the upsert (rather than update,
@@ -254,11 +262,13 @@ def save_position(
         version=1,
         **values,
     )
-    conn.execute(
-        insert.on_conflict_do_update(
-            index_elements=["deployment_id", "instrument"],
-            set_={**values, "version": positions.c.version + 1},
-        )
+    return int(
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["deployment_id", "instrument"],
+                set_={**values, "version": positions.c.version + 1},
+            ).returning(positions.c.version)
+        ).scalar_one()
     )
 
 
@@ -456,13 +466,31 @@ def order_row(
     return row._mapping if row is not None else None
 
 
-def order_message(conn: Connection, m: Mapping[Any, Any]) -> execution_pb2.Order:
+@dataclass(frozen=True)
+class FillRow:
+    """A fill as stored (decimals as their stored text)."""
+
+    fill_id: str
+    quantity: str
+    price: str
+    at: datetime
+
+
+def order_message(
+    conn: Connection, m: Mapping[Any, Any], fills: Sequence[FillRow] | None = None
+) -> execution_pb2.Order:
+    """The order as the API shows it; `fills`: all of its fills, when the caller just wrote
+    them (else they are read)."""
     msg = execution_pb2.Order(
         **{k: m[k] for k in _ORDER_FIELDS},
         reduce_only=bool(m["reduce_only"]),
         venue_attempts=int(m["venue_attempts"]),
     )
-    rows = conn.execute(_FILLS, {"tenant_id": m["tenant_id"], "order_id": m["order_id"]}).all()
+    rows: Sequence[Any] = (
+        sorted(fills, key=lambda f: (f.at, f.fill_id))
+        if fills is not None
+        else conn.execute(_FILLS, {"tenant_id": m["tenant_id"], "order_id": m["order_id"]}).all()
+    )
     for r in rows:
         fill = msg.fills.add(fill_id=r.fill_id, quantity=r.quantity, price=r.price)
         ts = to_timestamp(r.at)
