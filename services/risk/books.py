@@ -209,10 +209,12 @@ class Books:
                 _counted(conn, "trusted")
                 return book
         _counted(conn, "stale" if book is not None else "loaded")
-        if not stamps.read(conn, tenant_id, account_id)[0]:
-            # A book is only trusted against both stamps: the tenant's must exist first.
-            stamps.touch(conn, tenant_id)
         book = load(conn, tenant_id, account_id, now)
+        if not book.tenant_stamp:
+            # A book is only trusted against both stamps: the tenant's must exist, and be
+            # read before what it stamps (once per tenant).
+            stamps.touch(conn, tenant_id)
+            book = load(conn, tenant_id, account_id, now)
         book.stamp = stamps.touch(conn, tenant_id, account_id)
         self.loads += 1
         self._keep(key, book)
